@@ -4,4 +4,8 @@
 //! The crate map (a pure core in the middle, I/O at the edges):
 //!
 //! - [`secret`]: a string type that never prints itself.
+//! - [`credentials`]: the identity requests are signed with.
+//! - [`ecs`]: the ECS OpenAPI edge (signing, wire model, client).
+pub mod credentials;
+pub mod ecs;
 pub mod secret;

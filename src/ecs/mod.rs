@@ -1,0 +1,1 @@
+//! The Alibaba Cloud ECS OpenAPI edge: signing, the wire model, the HTTP client.

@@ -1,0 +1,148 @@
+//! Publishing with publisher confirms, pipelined.
+//!
+//! All messages of one settlement (step events, terminal event, retry copy or
+//! dead letter, reply) are sent back to back and their confirms awaited
+//! together: one round trip per command instead of one per message. A nack, or
+//! the return of a message that must land in a queue, is an error: the caller
+//! then does not acknowledge the command.
+
+use lapin::options::BasicPublishOptions;
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use lapin::options::ConfirmSelectOptions;
+
+/// What must happen if the broker cannot route a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routing {
+    /// Must reach a queue (retry copies, dead letters): a return is an error.
+    Required,
+    /// Events: published `mandatory` so a return is seen and counted, but an
+    /// event exchange nobody has bound yet must not hold commands hostage.
+    Reported,
+    /// `reply_to` answers: the requester may be gone; best effort.
+    BestEffort,
+}
+
+/// One message to publish.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Exchange ("" for the default exchange).
+    pub exchange: String,
+    /// Routing key.
+    pub routing_key: String,
+    /// Body bytes.
+    pub body: Vec<u8>,
+    /// AMQP properties.
+    pub properties: BasicProperties,
+    /// What a return means.
+    pub routing: Routing,
+}
+
+/// Why a batch was not safely published.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The channel or connection failed.
+    #[error("broker error: {0}")]
+    Broker(#[from] lapin::Error),
+    /// The broker refused a message.
+    #[error("broker nacked a message to {exchange:?}/{routing_key:?}")]
+    Nacked {
+        /// Exchange of the refused message.
+        exchange: String,
+        /// Routing key of the refused message.
+        routing_key: String,
+    },
+    /// A message that must land in a queue was unroutable.
+    #[error("unroutable message to {exchange:?}/{routing_key:?}")]
+    Returned {
+        /// Exchange of the returned message.
+        exchange: String,
+        /// Routing key of the returned message.
+        routing_key: String,
+    },
+}
+
+/// Counts of what was returned but tolerated, for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// Events nobody was bound to receive.
+    pub unroutable_events: u32,
+    /// Replies whose queue was gone.
+    pub unroutable_replies: u32,
+}
+
+/// A confirm-mode channel shared by all tasks of one connection.
+#[derive(Clone)]
+pub struct Publisher {
+    channel: Channel,
+}
+
+impl Publisher {
+    /// Opens a channel on `connection` and puts it in confirm mode.
+    pub async fn open(connection: &Connection) -> Result<Self, lapin::Error> {
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Self { channel })
+    }
+
+    /// The underlying channel (for topology declaration).
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// Publishes every message, then waits for every confirm.
+    pub async fn publish_all(&self, batch: Vec<Outgoing>) -> Result<Published, PublishError> {
+        let mut pending = Vec::with_capacity(batch.len());
+        for m in batch {
+            let confirm = self
+                .channel
+                .basic_publish(
+                    m.exchange.as_str().into(),
+                    m.routing_key.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    &m.body,
+                    m.properties,
+                )
+                .await?;
+            pending.push((m.exchange, m.routing_key, m.routing, confirm));
+        }
+        let mut published = Published::default();
+        let mut first_error = None;
+        for (exchange, routing_key, routing, confirm) in pending {
+            let result = match confirm.await? {
+                Confirmation::Ack(None) => Ok(()),
+                Confirmation::Ack(Some(_)) => match routing {
+                    Routing::Required => Err(PublishError::Returned {
+                        exchange,
+                        routing_key,
+                    }),
+                    Routing::Reported => {
+                        published.unroutable_events += 1;
+                        Ok(())
+                    }
+                    Routing::BestEffort => {
+                        published.unroutable_replies += 1;
+                        Ok(())
+                    }
+                },
+                Confirmation::Nack(_) | Confirmation::NotRequested => {
+                    Err(PublishError::Nacked {
+                        exchange,
+                        routing_key,
+                    })
+                }
+            };
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(published),
+        }
+    }
+}

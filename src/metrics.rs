@@ -1,0 +1,220 @@
+//! Prometheus metrics (CONTRACT section 8). Every label value comes from a
+//! closed set (kinds, outcomes, actions, reason codes) or is squeezed into one:
+//! never an id, an address or free text.
+
+use crate::ecs::error::{ApiAction, ApiError};
+use crate::retry::AttemptObserver;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `kind` + `outcome`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindOutcome {
+    /// Command kind.
+    pub kind: String,
+    /// Terminal outcome (`rejected` included).
+    pub outcome: String,
+}
+
+/// `kind` + `reason`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindReason {
+    /// Command kind.
+    pub kind: String,
+    /// A short reason code.
+    pub reason: String,
+}
+
+/// `action` + `code`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionCode {
+    /// ECS action.
+    pub action: String,
+    /// `OK` or the error code.
+    pub code: String,
+}
+
+/// `action`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabel {
+    /// ECS action.
+    pub action: String,
+}
+
+/// All metrics of the worker.
+pub struct Metrics {
+    registry: Registry,
+    /// Commands that reached their terminal event, by kind and outcome.
+    pub commands: Family<KindOutcome, Counter>,
+    /// Rejections by kind and reason.
+    pub rejections: Family<KindReason, Counter>,
+    /// ECS calls by action and result code.
+    pub ecs_calls: Family<ActionCode, Counter>,
+    /// ECS call latency.
+    pub ecs_latency: Family<ActionLabel, Histogram>,
+    /// Immediate retries by action.
+    pub retries: Family<ActionLabel, Counter>,
+    /// Delayed redeliveries (and credential parks) by kind and reason.
+    pub redeliveries: Family<KindReason, Counter>,
+    /// Commands being carried out now.
+    pub in_flight: Gauge,
+    /// Broker (re)connections after the first.
+    pub reconnects: Counter,
+    /// 1 when ready.
+    pub ready: Gauge,
+    /// Events published with no queue bound to receive them.
+    pub unroutable_events: Counter,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+}
+
+impl Metrics {
+    /// Registers every metric under the `lifecycle` prefix.
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("lifecycle");
+        let commands = Family::<KindOutcome, Counter>::default();
+        let rejections = Family::<KindReason, Counter>::default();
+        let ecs_calls = Family::<ActionCode, Counter>::default();
+        let ecs_latency = Family::<ActionLabel, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let retries = Family::<ActionLabel, Counter>::default();
+        let redeliveries = Family::<KindReason, Counter>::default();
+        let in_flight = Gauge::default();
+        let reconnects = Counter::default();
+        let ready = Gauge::default();
+        let unroutable_events = Counter::default();
+        registry.register(
+            "commands",
+            "Commands handled, by kind and terminal outcome (rejected included)",
+            commands.clone(),
+        );
+        registry.register("rejections", "Rejected commands by reason", rejections.clone());
+        registry.register("ecs_calls", "ECS API calls by action and result code", ecs_calls.clone());
+        registry.register(
+            "ecs_call_duration_seconds",
+            "ECS API call latency",
+            ecs_latency.clone(),
+        );
+        registry.register("ecs_retries", "Immediate ECS retries by action", retries.clone());
+        registry.register(
+            "redeliveries",
+            "Commands sent to delayed redelivery, by kind and reason",
+            redeliveries.clone(),
+        );
+        registry.register("commands_in_flight", "Commands being carried out", in_flight.clone());
+        registry.register("broker_reconnects", "Broker reconnections", reconnects.clone());
+        registry.register("ready", "1 when the worker is ready", ready.clone());
+        registry.register(
+            "unroutable_events",
+            "Events no queue was bound to receive",
+            unroutable_events.clone(),
+        );
+        Arc::new(Self {
+            registry,
+            commands,
+            rejections,
+            ecs_calls,
+            ecs_latency,
+            retries,
+            redeliveries,
+            in_flight,
+            reconnects,
+            ready,
+            unroutable_events,
+        })
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// Counts a terminal outcome.
+    pub fn command(&self, kind: &str, outcome: &str) {
+        self.commands
+            .get_or_create(&KindOutcome {
+                kind: kind.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+}
+
+/// Keeps API error codes usable as labels: API codes are short dotted words;
+/// anything else becomes `other`.
+pub fn code_label(code: &str) -> String {
+    let ok = !code.is_empty()
+        && code.len() <= 64
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_');
+    if ok {
+        code.to_owned()
+    } else {
+        "other".to_owned()
+    }
+}
+
+impl AttemptObserver for Metrics {
+    fn attempt(&self, action: ApiAction, error: Option<&ApiError>, elapsed: Duration) {
+        let code = error.map_or_else(|| "OK".to_owned(), |e| code_label(e.code()));
+        self.ecs_calls
+            .get_or_create(&ActionCode {
+                action: action.as_str().to_owned(),
+                code,
+            })
+            .inc();
+        self.ecs_latency
+            .get_or_create(&ActionLabel {
+                action: action.as_str().to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    fn retry(&self, action: ApiAction, _wait: Duration) {
+        self.retries
+            .get_or_create(&ActionLabel {
+                action: action.as_str().to_owned(),
+            })
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_with_bounded_labels() {
+        let m = Metrics::new();
+        m.command("decommission", "succeeded");
+        m.attempt(
+            ApiAction::DisableActivation,
+            Some(&ApiError::Api {
+                http_status: 500,
+                code: "weird code with spaces mi-123".into(),
+                message: String::new(),
+                request_id: None,
+                retry_after: None,
+            }),
+            Duration::from_millis(3),
+        );
+        let text = m.render();
+        assert!(text.contains(r#"lifecycle_commands_total{kind="decommission",outcome="succeeded"} 1"#), "{text}");
+        assert!(text.contains(r#"lifecycle_ecs_calls_total{action="DisableActivation",code="other"} 1"#), "{text}");
+        assert!(!text.contains("mi-123"));
+    }
+}

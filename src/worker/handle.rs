@@ -1,0 +1,290 @@
+//! One delivery, from bytes to settlement.
+//!
+//! [`Worker::handle`] reads the command, runs its playbook, and hands the
+//! resulting batch (events, reply, retry copy or dead letter) to [`settle`],
+//! **the one place a delivery is acknowledged**: only after every message of
+//! the batch is confirmed by the broker. If publishing fails, the delivery is
+//! requeued (after a pause, so a broken broker is not spun against) and the
+//! command is processed again later, which is safe because playbooks are
+//! idempotent. A worker killed at any instant leaves the delivery unacked,
+//! and the broker redelivers it.
+
+use super::Worker;
+use super::messages::{self, DeadLetterInfo};
+use crate::auth;
+use crate::broker::publisher::{Outgoing, Publisher};
+use crate::command::{self, Command, CommandKind, Envelope, Rejection, RejectReason};
+use crate::event::{Event, Outcome};
+use crate::playbook::{self, End, Report, Run};
+use crate::trace_context::TraceContext;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use std::time::Duration;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+/// Pause before requeueing a delivery whose settlement could not be published.
+const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
+
+impl Worker {
+    /// Processes one delivery from the `kind` queue and settles it.
+    pub async fn handle(&self, delivery: Delivery, kind: CommandKind, publisher: Publisher) {
+        self.metrics.in_flight.inc();
+        let props = &delivery.properties;
+        let trace = TraceContext::continue_or_start(
+            messages::header_str(props, "traceparent"),
+            messages::header_str(props, "tracestate"),
+        );
+        let span = info_span!(
+            "command",
+            kind = kind.as_str(),
+            command_id = tracing::field::Empty,
+            region = tracing::field::Empty,
+            trace_id = %trace.trace_id,
+        );
+        let batch = self
+            .process(&delivery, kind, &trace)
+            .instrument(span)
+            .await;
+        settle(&delivery, &publisher, batch, &self.metrics).await;
+        self.metrics.in_flight.dec();
+    }
+
+    fn authenticate(&self, delivery: &Delivery) -> Result<(), auth::AuthError> {
+        if !self.settings.security.require_signed_commands {
+            return Ok(());
+        }
+        let props = &delivery.properties;
+        auth::verify(
+            &self.settings.security.command_keys.0,
+            messages::header_str(props, auth::KEY_ID_HEADER),
+            messages::header_str(props, auth::SIGNATURE_HEADER),
+            &delivery.data,
+        )
+    }
+
+    fn read(&self, delivery: &Delivery, kind: CommandKind) -> Result<Command, Rejection> {
+        let props = &delivery.properties;
+        let envelope = Envelope {
+            kind,
+            body: &delivery.data,
+            content_type: props.content_type().as_ref().map(|c| c.as_str()),
+            message_id: props.message_id().as_ref().map(|m| m.as_str()),
+        };
+        if let Err(e) = self.authenticate(delivery) {
+            // Never executed, and nothing from the unauthenticated body is trusted
+            // beyond what identifies it in the rejection.
+            let mut rejection = match command::parse(&envelope, &self.policy) {
+                Ok(c) => Rejection::about(&c),
+                Err(r) => r,
+            };
+            rejection.reason = RejectReason::Unauthenticated;
+            rejection.errors = vec![command::FieldError {
+                field: "x-lifecycle-signature".into(),
+                problem: format!("{} ({})", e, e.as_str()),
+            }];
+            return Err(rejection);
+        }
+        command::parse(&envelope, &self.policy)
+    }
+
+    async fn process(
+        &self,
+        delivery: &Delivery,
+        kind: CommandKind,
+        trace: &TraceContext,
+    ) -> Vec<Outgoing> {
+        let source_queue = self.topology.queue(kind).to_owned();
+        let command = match self.read(delivery, kind) {
+            Ok(c) => c,
+            Err(rejection) => return self.rejected(delivery, kind, &rejection, &source_queue, trace),
+        };
+        let span = tracing::Span::current();
+        span.record("command_id", command.id.as_str());
+        span.record("region", command.region.as_str());
+
+        let _target = self.locks.lock(command.target_key()).await;
+        let props = &delivery.properties;
+        let redeliveries = messages::header_u32(props, messages::REDELIVERIES).unwrap_or(0);
+        let stages = self.topology.delays.len();
+        let last_chance = usize::try_from(redeliveries).unwrap_or(usize::MAX) >= stages;
+        let prior = messages::prior_attempts(props);
+        let cloud = self.ecs.traced(Some(trace.traceparent()));
+        let run = Run::new(&command, &cloud, &self.retrier, prior).last_chance(last_chance);
+        let report = match &command.action {
+            command::Action::Decommission(order) => playbook::decommission::run(run, order).await,
+            command::Action::LeakAlert(alert) => playbook::leak_alert::run(run, alert).await,
+        };
+        self.observe_credentials(&report);
+        self.settlement(delivery, &command, report, redeliveries, &source_queue, trace)
+    }
+
+    /// A successful or permanently failing API answer proves the keys work;
+    /// a credential failure proves they do not. Log once per change.
+    fn observe_credentials(&self, report: &Report) {
+        match &report.end {
+            End::Park(error) => {
+                if self.health.set_credential_problem(Some(format!("{} ({})", error.code, error.message))) {
+                    warn!(code = %error.code, "credential or permission failure: commands wait in delayed retry and the worker reports not ready until a call succeeds");
+                }
+            }
+            _ if report.attempts.values().any(|a| *a > 0) => {
+                if self.health.set_credential_problem(None) {
+                    info!("ECS calls succeed again: credentials are usable, ready");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn rejected(
+        &self,
+        delivery: &Delivery,
+        kind: CommandKind,
+        rejection: &Rejection,
+        source_queue: &str,
+        trace: &TraceContext,
+    ) -> Vec<Outgoing> {
+        let reason = rejection.reason.as_str();
+        info!(kind = kind.as_str(), reason, "command rejected");
+        self.metrics.command(kind.as_str(), Outcome::Rejected.as_str());
+        self.metrics
+            .rejections
+            .get_or_create(&crate::metrics::KindReason {
+                kind: kind.as_str().to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+        let event = Event::rejected(kind, rejection);
+        let summary = rejection
+            .errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.problem))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut batch = vec![
+            messages::dead_letter(
+                &self.topology.names.dead_letter_exchange,
+                &delivery.data,
+                &delivery.properties,
+                &DeadLetterInfo {
+                    reason: "rejected",
+                    code: reason,
+                    message: &summary,
+                    source_queue,
+                },
+                trace,
+            ),
+            messages::event(&self.topology.names.event_exchange, &event, trace),
+        ];
+        batch.extend(messages::reply(&delivery.properties, &event, trace));
+        batch
+    }
+
+    fn settlement(
+        &self,
+        delivery: &Delivery,
+        command: &Command,
+        report: Report,
+        redeliveries: u32,
+        source_queue: &str,
+        trace: &TraceContext,
+    ) -> Vec<Outgoing> {
+        let exchange = &self.topology.names.event_exchange;
+        let kind = command.kind.as_str();
+        let mut batch: Vec<Outgoing> = report
+            .events
+            .iter()
+            .map(|e| messages::event(exchange, e, trace))
+            .collect();
+        let props = &delivery.properties;
+        let (reason, error) = match &report.end {
+            End::Completed(outcome) => {
+                let Some(terminal) = report.terminal_event(command) else {
+                    return batch;
+                };
+                info!(outcome = outcome.as_str(), "command completed");
+                self.metrics.command(kind, outcome.as_str());
+                if matches!(outcome, Outcome::Failed | Outcome::PartiallyFailed) {
+                    let (code, message) = report
+                        .first_error
+                        .as_ref()
+                        .map(|e| (e.code.as_str(), e.message.as_str()))
+                        .unwrap_or(("Failed", "the command failed"));
+                    batch.push(messages::dead_letter(
+                        &self.topology.names.dead_letter_exchange,
+                        &delivery.data,
+                        props,
+                        &DeadLetterInfo {
+                            reason: outcome.as_str(),
+                            code,
+                            message,
+                            source_queue,
+                        },
+                        trace,
+                    ));
+                }
+                batch.push(messages::event(exchange, &terminal, trace));
+                batch.extend(messages::reply(props, &terminal, trace));
+                return batch;
+            }
+            End::Redeliver(error) => ("transient", error),
+            End::Park(error) => ("credentials", error),
+        };
+        let Some(stage) = self.topology.stage(redeliveries) else {
+            return batch;
+        };
+        debug!(stage = %stage.name, code = %error.code, reason, "command sent to delayed redelivery");
+        self.metrics
+            .redeliveries
+            .get_or_create(&crate::metrics::KindReason {
+                kind: kind.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+        batch.push(messages::retry_copy(
+            &stage.name,
+            source_queue,
+            &delivery.data,
+            props,
+            redeliveries.saturating_add(1),
+            &report.attempts,
+            trace,
+        ));
+        batch
+    }
+}
+
+/// The ack point: acknowledge only after the whole batch is confirmed.
+pub async fn settle(
+    delivery: &Delivery,
+    publisher: &Publisher,
+    batch: Vec<Outgoing>,
+    metrics: &crate::metrics::Metrics,
+) {
+    match publisher.publish_all(batch).await {
+        Ok(published) => {
+            if published.unroutable_events > 0 {
+                metrics
+                    .unroutable_events
+                    .inc_by(u64::from(published.unroutable_events));
+                debug!(count = published.unroutable_events, "events had no bound queue");
+            }
+            if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+                // The channel is gone: the broker requeues the delivery and it is
+                // processed again (idempotently) after reconnecting.
+                warn!(error = %e, "could not acknowledge; the command will be redelivered");
+            }
+        }
+        Err(e) => {
+            warn!(error = %e, "could not publish the command's outcome; requeueing it");
+            tokio::time::sleep(REQUEUE_PAUSE).await;
+            let requeue = BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            };
+            if let Err(e) = delivery.acker.nack(requeue).await {
+                warn!(error = %e, "could not requeue; the broker will redeliver on channel close");
+            }
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! The worker: a supervised broker session that consumes both command queues
+//! and carries commands out, with bounded concurrency, per-target
+//! serialization and a clean shutdown.
+//!
+//! Reconnection is ours, not lapin's: when the connection or a channel fails,
+//! the session ends, readiness turns false, and a new connection is made with
+//! backoff, the topology re-declared and consumers restarted. Deliveries of
+//! the dead session that were not acknowledged are redelivered by the broker.
+
+mod handle;
+mod locks;
+pub mod messages;
+
+pub use handle::settle;
+pub use locks::KeyedLocks;
+
+use crate::broker::publisher::Publisher;
+use crate::broker::topology::Topology;
+use crate::command::{CommandKind, Policy};
+use crate::ecs::client::EcsClient;
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::retry::{Retrier, RetryBudget, RetryPolicy};
+use crate::settings::Settings;
+use backoff::backoff::Backoff;
+use futures::StreamExt;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ConnectionProperties};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+/// Capacity of the shared retry budget (see [`RetryBudget`]).
+const RETRY_BUDGET: u32 = 500;
+
+/// Everything one processing needs; shared by all tasks.
+pub struct Worker {
+    settings: Arc<Settings>,
+    topology: Topology,
+    ecs: EcsClient,
+    policy: Policy,
+    retrier: Retrier,
+    metrics: Arc<Metrics>,
+    health: Health,
+    locks: KeyedLocks,
+    permits: Arc<Semaphore>,
+}
+
+/// Why a broker session ended.
+enum SessionEnd {
+    /// Shutdown was requested and in-flight work drained.
+    Shutdown,
+    /// The broker was lost.
+    Lost(String),
+}
+
+impl Worker {
+    /// Builds a worker. `shutdown` stops consuming and interrupts retry waits.
+    pub fn new(
+        settings: Arc<Settings>,
+        ecs: EcsClient,
+        metrics: Arc<Metrics>,
+        health: Health,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        let policy = Policy {
+            allowed_regions: settings.security.allowed_regions.0.clone(),
+            delete_if_unused_default: settings.leak_alert.delete_if_unused,
+            known_accounts: settings
+                .accounts
+                .roles
+                .0
+                .iter()
+                .map(|(a, _)| a.clone())
+                .collect(),
+            max_body_bytes: command::MAX_BODY_BYTES,
+        };
+        let retrier = Retrier {
+            policy: RetryPolicy::from_settings(&settings.retry),
+            budget: RetryBudget::new(RETRY_BUDGET),
+            shutdown,
+            observer: metrics.clone(),
+        };
+        let permits = Arc::new(Semaphore::new(
+            usize::try_from(settings.worker.concurrency).unwrap_or(1),
+        ));
+        Arc::new(Self {
+            topology: Topology::from_settings(&settings),
+            settings,
+            ecs,
+            policy,
+            retrier,
+            metrics,
+            health,
+            locks: KeyedLocks::default(),
+            permits,
+        })
+    }
+
+    /// Runs until `shutdown` fires and in-flight commands are finished.
+    pub async fn run(self: Arc<Self>) {
+        let shutdown = self.retrier.shutdown.clone();
+        let tracker = TaskTracker::new();
+        let mut backoff = backoff::ExponentialBackoff {
+            initial_interval: Duration::from_millis(self.settings.amqp.reconnect_initial_ms),
+            current_interval: Duration::from_millis(self.settings.amqp.reconnect_initial_ms),
+            max_interval: Duration::from_millis(self.settings.amqp.reconnect_max_ms),
+            max_elapsed_time: None,
+            ..backoff::ExponentialBackoff::default()
+        };
+        let mut sessions = 0u64;
+        while !shutdown.is_cancelled() {
+            let connection = match self.connect().await {
+                Ok(c) => c,
+                Err(e) => {
+                    let wait = backoff.next_backoff().unwrap_or(backoff.max_interval);
+                    warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "broker unavailable");
+                    self.set_ready(Some(format!("broker unavailable: {e}")));
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => continue,
+                        () = shutdown.cancelled() => break,
+                    }
+                }
+            };
+            sessions += 1;
+            if sessions > 1 {
+                self.metrics.reconnects.inc();
+            }
+            backoff.reset();
+            match self.session(&connection, &tracker).await {
+                SessionEnd::Shutdown => {
+                    let _ = connection.close(200, "shutdown".into()).await;
+                    break;
+                }
+                SessionEnd::Lost(why) => {
+                    warn!(reason = %why, "broker session lost; reconnecting");
+                    self.set_ready(Some(format!("broker connection lost: {why}")));
+                    let _ = connection.close(320, "reconnecting".into()).await;
+                }
+            }
+        }
+        self.health.set_shutting_down();
+        self.metrics.ready.set(0);
+        tracker.close();
+        self.drain(&tracker).await;
+        info!("worker stopped");
+    }
+
+    fn set_ready(&self, broker_problem: Option<String>) {
+        self.health.set_broker(broker_problem);
+        self.metrics
+            .ready
+            .set(i64::from(self.health.readiness().ready));
+    }
+
+    async fn connect(&self) -> Result<Connection, lapin::Error> {
+        let props = ConnectionProperties::default()
+            .with_connection_name("lifecycle-worker".into());
+        Connection::connect(self.settings.amqp.url.expose(), props).await
+    }
+
+    async fn drain(&self, tracker: &TaskTracker) {
+        let grace = Duration::from_millis(self.settings.worker.shutdown_grace_ms);
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            error!(
+                in_flight = tracker.len(),
+                "shutdown grace period over; unfinished commands stay unacknowledged and will be redelivered"
+            );
+        }
+    }
+
+    /// One connection's life: declare, consume, until lost or shut down.
+    async fn session(self: &Arc<Self>, connection: &Connection, tracker: &TaskTracker) -> SessionEnd {
+        let shutdown = self.retrier.shutdown.clone();
+        let publisher = match Publisher::open(connection).await {
+            Ok(p) => p,
+            Err(e) => return SessionEnd::Lost(e.to_string()),
+        };
+        if let Err(e) = self.topology.declare(publisher.channel()).await {
+            error!(error = %e, "could not declare the topology");
+            return SessionEnd::Lost(format!("topology: {e}"));
+        }
+        let mut consumers = Vec::new();
+        for kind in [CommandKind::Decommission, CommandKind::LeakAlert] {
+            match self.consume(connection, kind).await {
+                Ok(c) => consumers.push(c),
+                Err(e) => return SessionEnd::Lost(format!("consumer: {e}")),
+            }
+        }
+        self.set_ready(None);
+        info!(prefetch = self.settings.amqp.prefetch, concurrency = self.settings.worker.concurrency, "consuming");
+        let session = CancellationToken::new();
+        let mut loops = tokio::task::JoinSet::new();
+        for (kind, channel, consumer) in consumers {
+            let worker = Arc::clone(self);
+            let publisher = publisher.clone();
+            let session = session.clone();
+            let tracker = tracker.clone();
+            loops.spawn(async move {
+                worker
+                    .consume_loop(kind, channel, consumer, publisher, session, tracker)
+                    .await
+            });
+        }
+        let end = tokio::select! {
+            () = shutdown.cancelled() => None,
+            ended = loops.join_next() => Some(match ended {
+                Some(Ok(Err(why))) => why,
+                _ => "consumer stopped".to_owned(),
+            }),
+        };
+        session.cancel();
+        while loops.join_next().await.is_some() {}
+        match end {
+            None => {
+                info!("shutdown: consumers cancelled; finishing in-flight commands");
+                self.health.set_shutting_down();
+                self.metrics.ready.set(0);
+                self.drain(tracker).await;
+                SessionEnd::Shutdown
+            }
+            Some(why) => SessionEnd::Lost(why),
+        }
+    }
+
+    async fn consume(
+        &self,
+        connection: &Connection,
+        kind: CommandKind,
+    ) -> Result<(CommandKind, Channel, lapin::Consumer), lapin::Error> {
+        let channel = connection.create_channel().await?;
+        channel
+            .basic_qos(self.settings.amqp.prefetch, BasicQosOptions { global: false })
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                self.topology.queue(kind).into(),
+                format!("lifecycle-worker-{}-{}", kind.as_str(), uuid::Uuid::new_v4().simple()).into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok((kind, channel, consumer))
+    }
+
+    /// Pulls deliveries and spawns one task each, bounded by the permits.
+    /// Returns `Err(reason)` when the broker is lost, `Ok` when cancelled.
+    async fn consume_loop(
+        self: Arc<Self>,
+        kind: CommandKind,
+        channel: Channel,
+        mut consumer: lapin::Consumer,
+        publisher: Publisher,
+        session: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Result<(), String> {
+        loop {
+            let permit = tokio::select! {
+                () = session.cancelled() => break,
+                p = Arc::clone(&self.permits).acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let next = tokio::select! {
+                () = session.cancelled() => break,
+                next = consumer.next() => next,
+            };
+            let delivery = match next {
+                Some(Ok(d)) => d,
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Err("the broker cancelled the consumer".to_owned()),
+            };
+            let worker = Arc::clone(&self);
+            let publisher = publisher.clone();
+            tracker.spawn(async move {
+                worker.handle(delivery, kind, publisher).await;
+                drop(permit);
+            });
+        }
+        // Stop the broker from sending more; unstarted prefetched deliveries
+        // are requeued when the channel closes.
+        let tag = consumer.tag();
+        let _ = channel.basic_cancel(tag, BasicCancelOptions::default()).await;
+        Ok(())
+    }
+}
+
+use crate::command;

@@ -6,6 +6,7 @@
 //! - [`secret`]: a string type that never prints itself.
 //! - [`credentials`]: the identity requests are signed with.
 //! - [`ecs`]: the ECS OpenAPI edge (signing, wire model, client).
+pub mod command;
 pub mod credentials;
 pub mod ecs;
 pub mod secret;

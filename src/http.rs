@@ -36,7 +36,7 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     (status, [(header::CONTENT_TYPE, "application/json")], body)
 }
 
-async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
     s.metrics.ready.set(i64::from(s.health.readiness().ready));
     (
         [(
@@ -59,7 +59,7 @@ pub async fn serve(
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics_text))
         .with_state(AppState { health, metrics });
     let handle = tokio::spawn(async move {
         let _ = axum::serve(listener, app)

@@ -1,1 +1,68 @@
-fn main() {}
+//! The `lifecycle-worker` binary: parse, load settings, run, map errors to
+//! exit codes (2: configuration, 1: runtime failure).
+
+use clap::Parser;
+use lifecycle_worker::cli::{Cli, Command};
+use lifecycle_worker::settings::Settings;
+use lifecycle_worker::telemetry;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+fn load(files: &[PathBuf]) -> Result<Settings, ExitCode> {
+    Settings::load(files, std::env::vars()).map_err(|e| {
+        eprintln!("lifecycle-worker: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("lifecycle-worker: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Run { config } => {
+                let settings = match load(&config) {
+                    Ok(s) => s,
+                    Err(code) => return Ok(code),
+                };
+                telemetry::init(settings.telemetry.log_format);
+                lifecycle_worker::cli::run::run(settings).await?;
+            }
+            Command::Simulate(args) => {
+                telemetry::init(lifecycle_worker::settings::LogFormat::Auto);
+                let stop = CancellationToken::new();
+                lifecycle_worker::cli::run::cancel_on_signals(stop.clone());
+                lifecycle_worker::simulator::run(args, stop).await?;
+            }
+            Command::Send { config, args } => {
+                let settings = match load(&config) {
+                    Ok(s) => s,
+                    Err(code) => return Ok(code),
+                };
+                lifecycle_worker::cli::send::run(&settings, args).await?;
+            }
+            Command::DeadLetters { config, command } => {
+                let settings = match load(&config) {
+                    Ok(s) => s,
+                    Err(code) => return Ok(code),
+                };
+                lifecycle_worker::cli::dead_letters::run(&settings, command).await?;
+            }
+        }
+        Ok::<ExitCode, anyhow::Error>(ExitCode::SUCCESS)
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("lifecycle-worker: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

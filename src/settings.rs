@@ -6,7 +6,7 @@
 //! at start-up, so a typo fails fast with the key's name instead of surfacing as
 //! a strange failure in the middle of an incident.
 
-mod lists;
+pub mod lists;
 
 use crate::ecs::sign::SignatureVersion;
 use crate::secret::Secret;

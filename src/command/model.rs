@@ -265,6 +265,15 @@ impl Serialize for Command {
 }
 
 impl Command {
+    /// The key this command's work is serialized on within one process
+    /// (see [`Target::key`] and [`LeakAlert::key`]).
+    pub fn target_key(&self) -> String {
+        match &self.action {
+            Action::Decommission(d) => d.target.key(),
+            Action::LeakAlert(a) => a.key(),
+        }
+    }
+
     /// The wire form as JSON text. Fails only for a hand-built `detected_at`
     /// that RFC 3339 cannot express (a year outside 0–9999); parsed commands
     /// never do.

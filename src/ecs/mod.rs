@@ -1,1 +1,13 @@
 //! The Alibaba Cloud ECS OpenAPI edge: signing, the wire model, the HTTP client.
+//!
+//! - [`sign`]: ACS3-HMAC-SHA256 and RPC HMAC-SHA1, signing and verifying.
+//! - [`model`]: the API's JSON, tolerant of numbers and booleans sent as strings.
+//! - [`error`]: what a failed call means (the contract's classification table).
+//! - [`endpoint`]: regional endpoints or one override.
+//! - [`client`]: one signed attempt per call.
+
+pub mod client;
+pub mod endpoint;
+pub mod error;
+pub mod model;
+pub mod sign;

@@ -65,7 +65,7 @@ async fn execute<C: Cloud>(run: &mut Run<'_, C>, order: &Decommission) -> Result
                 .into_iter()
                 .filter(|i| match target {
                     Target::Hostname(h) => i.hostname.as_deref().is_some_and(|n| h.matches(n)),
-                    Target::InstanceId(id) => i.instance_id.as_deref() == Some(id.as_str()),
+                    Target::InstanceId(id) => i.instance_id == id.as_str(),
                     _ => true,
                 })
                 .collect();
@@ -98,11 +98,11 @@ async fn execute<C: Cloud>(run: &mut Run<'_, C>, order: &Decommission) -> Result
             let mut targets = Vec::with_capacity(matches.len());
             for instance in matches {
                 // An instance without a parseable id cannot be acted on; skip it visibly.
-                match instance.instance_id.as_deref().map(InstanceId::parse) {
-                    Some(Ok(id)) => targets.push((id, Some(instance))),
+                match InstanceId::parse(&instance.instance_id) {
+                    Ok(id) => targets.push((id, Some(instance))),
                     _ => run.record(StepRecord {
                         step: ApiAction::DeregisterManagedInstance.as_str(),
-                        target: instance.instance_id.clone(),
+                        target: Some(instance.instance_id.clone()),
                         outcome: Outcome::Failed,
                         attempts: 0,
                         request_id: None,

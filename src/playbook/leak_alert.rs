@@ -231,10 +231,10 @@ async fn exposure<C: Cloud>(run: &mut Run<'_, C>, alert: &LeakAlert) -> Result<(
             Quarantine::Suspicious => suspicious,
             Quarantine::All => true,
         };
-        let parsed = instance.instance_id.as_deref().map(InstanceId::parse);
+        let parsed = InstanceId::parse(&instance.instance_id);
         let quarantine = match (wanted, parsed) {
             (false, _) => "not_requested",
-            (true, Some(Ok(mid))) => {
+            (true, Ok(mid)) => {
                 let token = client_token(&command.id, &mid);
                 match deregister(run, &mid, Some(instance.clone()), &token).await? {
                     Outcome::Succeeded => "deregistered",

@@ -180,6 +180,8 @@ pub struct Run<'a, C: Cloud> {
     pub attempts: Attempts,
     /// The first permanent failure.
     pub first_error: Option<EventError>,
+    /// No delayed redelivery is left: transient failures become failures.
+    pub last_chance: bool,
 }
 
 /// A step whose immediate retries ended in a transient or credential failure:
@@ -207,7 +209,16 @@ impl<'a, C: Cloud> Run<'a, C> {
             steps: Vec::new(),
             attempts: prior,
             first_error: None,
+            last_chance: false,
         }
+    }
+
+    /// Marks the processing as the last one the retry stages allow: a step
+    /// whose immediate retries run out then fails for good instead of
+    /// interrupting the run, so later steps still happen and are reported.
+    pub fn last_chance(mut self, last_chance: bool) -> Self {
+        self.last_chance = last_chance;
+        self
     }
 
     /// Runs one step with retries, adding its attempts to `key`'s count.
@@ -230,6 +241,7 @@ impl<'a, C: Cloud> Run<'a, C> {
             StepEnd::Done(called) => StepResult::Done(called.value, called.request_id),
             StepEnd::AlreadyDone(e) => StepResult::AlreadyDone(e),
             StepEnd::Failed(e) => StepResult::Failed(e),
+            StepEnd::Redeliver(e) if self.last_chance => StepResult::Failed(e),
             StepEnd::Redeliver(e) => {
                 return Err(Interrupted(End::Redeliver(EventError::from_api(action, &e))));
             }
@@ -327,6 +339,26 @@ pub fn overall(dry_run: bool, steps: &[StepRecord]) -> Outcome {
         Outcome::PartiallyFailed
     } else {
         Outcome::Failed
+    }
+}
+
+impl ManagedInstance {
+    /// What events show for an instance known only by id (e.g. already gone).
+    pub fn with_id(id: &str) -> Self {
+        Self {
+            instance_id: id.to_owned(),
+            ..Self::default()
+        }
+    }
+}
+
+impl Activation {
+    /// What events show for a code known only by id.
+    pub fn with_id(id: &str) -> Self {
+        Self {
+            activation_id: id.to_owned(),
+            ..Self::default()
+        }
     }
 }
 

@@ -18,11 +18,11 @@ enum Raw {
 
 fn items<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     let raw = Raw::deserialize(d)?;
-    let all = match raw {
+    let all: Vec<String> = match raw {
         Raw::One(s) => s.split(',').map(|s| s.trim().to_owned()).collect(),
         Raw::Many(v) => v.into_iter().map(|s| s.trim().to_owned()).collect(),
     };
-    Ok(all.into_iter().filter(|s: &String| !s.is_empty()).collect())
+    Ok(all.into_iter().filter(|s| !s.is_empty()).collect())
 }
 
 /// A plain list of strings (e.g. the region allow-list).

@@ -13,7 +13,7 @@ use super::Worker;
 use super::messages::{self, DeadLetterInfo};
 use crate::auth;
 use crate::broker::publisher::{Outgoing, Publisher};
-use crate::command::{self, Command, CommandKind, Envelope, Rejection, RejectReason};
+use crate::command::{self, Command, CommandKind, Envelope, Rejection};
 use crate::event::{Event, Outcome};
 use crate::playbook::{self, End, Report, Run};
 use crate::trace_context::TraceContext;
@@ -73,15 +73,22 @@ impl Worker {
         if let Err(e) = self.authenticate(delivery) {
             // Never executed, and nothing from the unauthenticated body is trusted
             // beyond what identifies it in the rejection.
-            let mut rejection = match command::parse(&envelope, &self.policy) {
-                Ok(c) => Rejection::about(&c),
-                Err(r) => r,
-            };
-            rejection.reason = RejectReason::Unauthenticated;
-            rejection.errors = vec![command::FieldError {
-                field: "x-lifecycle-signature".into(),
-                problem: format!("{} ({})", e, e.as_str()),
-            }];
+            let mut rejection = Rejection::unauthenticated(format!("{e} ({})", e.as_str()));
+            // Identify it as far as it can be read (CONTRACT section 5), but run nothing.
+            match command::parse(&envelope, &self.policy) {
+                Ok(c) => {
+                    rejection.command_id = Some(c.id);
+                    rejection.region_id = Some(c.region);
+                    rejection.account_id = c.account_id;
+                    rejection.audit = c.audit;
+                }
+                Err(r) => {
+                    rejection.command_id = r.command_id;
+                    rejection.region_id = r.region_id;
+                    rejection.account_id = r.account_id;
+                    rejection.audit = r.audit;
+                }
+            }
             return Err(rejection);
         }
         command::parse(&envelope, &self.policy)

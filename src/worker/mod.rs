@@ -77,7 +77,7 @@ impl Worker {
                 .iter()
                 .map(|(a, _)| a.clone())
                 .collect(),
-            max_body_bytes: command::MAX_BODY_BYTES,
+            max_body_bytes: command::DEFAULT_MAX_BODY_BYTES,
         };
         let retrier = Retrier {
             policy: RetryPolicy::from_settings(&settings.retry),

@@ -1,0 +1,5 @@
+//! RabbitMQ edges: the topology and confirmed publishing. Consuming and
+//! reconnecting live in [`crate::worker`], next to the ack point they serve.
+
+pub mod publisher;
+pub mod topology;

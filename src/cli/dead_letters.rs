@@ -1,0 +1,121 @@
+//! `lifecycle-worker dead-letters list|replay`: inspect the dead-letter queue
+//! and send commands back once their cause is fixed.
+//!
+//! Listing takes each message and nacks it back with requeue, so nothing is
+//! lost (RabbitMQ may then reorder them). Replay publishes a confirmed copy to
+//! the source queue, without the dead-letter headers, before acknowledging
+//! the dead letter: a crash in between duplicates, never loses.
+
+use crate::broker::publisher::{Outgoing, Publisher, Routing};
+use crate::settings::Settings;
+use crate::worker::messages;
+use anyhow::Context;
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
+use lapin::{Connection, ConnectionProperties};
+use serde_json::json;
+
+/// `dead-letters` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum DeadLetterCommand {
+    /// Print the dead letters as JSON lines.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Send dead letters back to their command queues.
+    Replay {
+        /// Only the dead letter(s) of this command id (default: all).
+        #[arg(long)]
+        id: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 10_000)]
+        limit: usize,
+    },
+}
+
+fn command_id_of(body: &[u8], props: &lapin::BasicProperties) -> Option<String> {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("command_id").and_then(|c| c.as_str()).map(str::to_owned))
+        .or_else(|| props.message_id().as_ref().map(|m| m.to_string()))
+}
+
+/// Runs a `dead-letters` subcommand.
+pub async fn run(settings: &Settings, command: DeadLetterCommand) -> anyhow::Result<()> {
+    let connection = Connection::connect(settings.amqp.url.expose(), ConnectionProperties::default())
+        .await
+        .context("connecting to the broker")?;
+    let channel = connection.create_channel().await?;
+    let publisher = Publisher::open(&connection).await?;
+    let queue = settings.topology.dead_letter_queue.as_str();
+    let (limit, only) = match &command {
+        DeadLetterCommand::List { limit } => (*limit, None),
+        DeadLetterCommand::Replay { id, limit } => (*limit, id.clone()),
+    };
+    let replay = matches!(command, DeadLetterCommand::Replay { .. });
+    let mut seen = Vec::new();
+    let mut replayed = 0usize;
+    while seen.len() < limit {
+        let Some(message) = channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+            .await?
+        else {
+            break;
+        };
+        let delivery = message.delivery;
+        let props = &delivery.properties;
+        let id = command_id_of(&delivery.data, props);
+        let matches = only.is_none() || id == only;
+        if !replay || !matches {
+            if !replay {
+                println!(
+                    "{}",
+                    json!({
+                        "command_id": id,
+                        "reason": messages::header_str(props, messages::DL_REASON),
+                        "error_code": messages::header_str(props, messages::DL_CODE),
+                        "error_message": messages::header_str(props, messages::DL_MESSAGE),
+                        "source_queue": messages::header_str(props, messages::DL_SOURCE),
+                        "body": String::from_utf8_lossy(&delivery.data),
+                    })
+                );
+            }
+            seen.push(delivery);
+            continue;
+        }
+        let Some(source) = messages::header_str(props, messages::DL_SOURCE).map(str::to_owned) else {
+            eprintln!("skipping a dead letter without {}", messages::DL_SOURCE);
+            seen.push(delivery);
+            continue;
+        };
+        publisher
+            .publish_all(vec![Outgoing {
+                exchange: String::new(),
+                routing_key: source.clone(),
+                body: delivery.data.clone(),
+                properties: messages::strip_bookkeeping(props),
+                routing: Routing::Required,
+            }])
+            .await
+            .with_context(|| format!("replaying to {source}"))?;
+        delivery.acker.ack(BasicAckOptions::default()).await?;
+        replayed += 1;
+        println!("replayed {} to {source}", id.as_deref().unwrap_or("(no id)"));
+    }
+    // Everything looked at but not replayed goes back.
+    for delivery in seen {
+        delivery
+            .acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            })
+            .await?;
+    }
+    if replay {
+        eprintln!("{replayed} dead letter(s) replayed");
+    }
+    let _ = connection.close(200, "done".into()).await;
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! The command line: `run`, `simulate`, `send`, `dead-letters`.
+//!
+//! `main.rs` only parses and maps errors to exit codes; what each subcommand
+//! does lives here, so it can be called from tests too.
+
+pub mod dead_letters;
+pub mod run;
+pub mod send;
+
+use std::path::PathBuf;
+
+/// The binary's arguments.
+#[derive(Debug, clap::Parser)]
+#[command(name = "lifecycle-worker", version, about = "Carries out host-offboarding and leaked-activation-code commands against the Alibaba Cloud ECS OpenAPI")]
+pub struct Cli {
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Run the worker.
+    Run {
+        /// Extra config files layered over the defaults, in order.
+        #[arg(long = "config")]
+        config: Vec<PathBuf>,
+    },
+    /// Run the local ECS Cloud Assistant API simulator.
+    Simulate(crate::simulator::SimulateArgs),
+    /// Publish a command.
+    Send {
+        /// Extra config files.
+        #[arg(long = "config")]
+        config: Vec<PathBuf>,
+        /// What to send.
+        #[command(flatten)]
+        args: send::SendArgs,
+    },
+    /// List or replay dead letters.
+    DeadLetters {
+        /// Extra config files.
+        #[arg(long = "config")]
+        config: Vec<PathBuf>,
+        /// list or replay.
+        #[command(subcommand)]
+        command: dead_letters::DeadLetterCommand,
+    },
+}

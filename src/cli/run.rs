@@ -1,0 +1,123 @@
+//! `lifecycle-worker run`: wire settings, credentials, the ECS client, the
+//! optional embedded simulator, the HTTP listener and the worker together,
+//! and stop cleanly on SIGTERM/SIGINT.
+
+use crate::credentials::Credentials;
+use crate::ecs::client::{EcsClient, Timeouts};
+use crate::ecs::endpoint::Endpoint;
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::secret::Secret;
+use crate::settings::Settings;
+use crate::simulator;
+use anyhow::Context;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// Credentials from explicit settings, else the `ALIBABA_CLOUD_*` variables.
+pub fn static_credentials(
+    settings: &Settings,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<Credentials> {
+    let token = |s: Secret| (!s.is_empty()).then_some(s);
+    if !settings.ecs.access_key_id.is_empty() && !settings.ecs.access_key_secret.is_empty() {
+        return Some(Credentials {
+            access_key_id: settings.ecs.access_key_id.clone(),
+            access_key_secret: settings.ecs.access_key_secret.clone(),
+            security_token: token(settings.ecs.security_token.clone()),
+        });
+    }
+    let id = env("ALIBABA_CLOUD_ACCESS_KEY_ID").filter(|v| !v.is_empty())?;
+    let secret = env("ALIBABA_CLOUD_ACCESS_KEY_SECRET").filter(|v| !v.is_empty())?;
+    Some(Credentials {
+        access_key_id: id,
+        access_key_secret: Secret::new(secret),
+        security_token: env("ALIBABA_CLOUD_SECURITY_TOKEN").and_then(|t| token(Secret::new(t))),
+    })
+}
+
+/// Fires the token on SIGTERM or SIGINT.
+pub fn cancel_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    token.cancel();
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        info!("signal received: stopping");
+        token.cancel();
+    });
+}
+
+/// Runs the worker until a signal stops it and in-flight work is done.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let settings = Arc::new(settings);
+    let shutdown = CancellationToken::new();
+    cancel_on_signals(shutdown.clone());
+    let mut credentials = static_credentials(&settings, &|k| std::env::var(k).ok());
+    let mut endpoint = Endpoint::from_setting(&settings.ecs.endpoint).context("ecs.endpoint")?;
+    let mut _simulator = None;
+    if settings.simulator.enabled {
+        let creds = credentials
+            .clone()
+            .unwrap_or_else(|| Credentials::static_key("local", "local-secret"));
+        let seed = if settings.simulator.seed_file.is_empty() {
+            None
+        } else {
+            Some(simulator::Seed::from_file(std::path::Path::new(&settings.simulator.seed_file))?)
+        };
+        let sim = simulator::start(simulator::SimulatorConfig {
+            listen: settings.simulator.listen,
+            seed,
+            keys: vec![(creds.access_key_id.clone(), creds.access_key_secret.clone())],
+            allowed_regions: settings.security.allowed_regions.0.clone(),
+            faults: simulator::FaultSettings::default(),
+        })
+        .await
+        .context("starting the embedded simulator")?;
+        info!(endpoint = %sim.endpoint(), "embedded ECS simulator running");
+        endpoint = Endpoint::from_setting(&sim.endpoint()).context("simulator endpoint")?;
+        credentials = Some(creds);
+        _simulator = Some(sim);
+    }
+    let ecs = EcsClient::new(
+        endpoint,
+        settings.ecs.signature,
+        credentials,
+        Timeouts {
+            connect: Duration::from_millis(settings.ecs.connect_timeout_ms),
+            request: Duration::from_millis(settings.ecs.request_timeout_ms),
+        },
+    )
+    .context("building the HTTP client")?;
+    let metrics = Metrics::new();
+    let health = Health::new();
+    let http_stop = CancellationToken::new();
+    let (addr, http) = crate::http::serve(settings.http.listen, health.clone(), metrics.clone(), http_stop.clone())
+        .await
+        .with_context(|| format!("http.listen: cannot listen on {}", settings.http.listen))?;
+    info!(%addr, "health and metrics listening");
+    let worker = crate::worker::Worker::new(settings.clone(), ecs, metrics, health, shutdown);
+    worker.run().await;
+    http_stop.cancel();
+    let _ = http.await;
+    if let Some(sim) = _simulator {
+        sim.shutdown().await;
+    }
+    Ok(())
+}

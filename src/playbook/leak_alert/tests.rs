@@ -1,0 +1,113 @@
+use super::*;
+use crate::command::{Action, CommandKind};
+use crate::playbook::fake::{FakeCloud, activation, api_error, command, instance, retrier};
+use crate::playbook::{Attempts, Run};
+
+const USED: &str = "4ECEEE12-56F1-4FBC-9AB1-890F1234AAAA";
+const UNUSED: &str = "4ECEEE12-56F1-4FBC-9AB1-890F1234BBBB";
+
+fn world() -> FakeCloud {
+    FakeCloud::new(
+        vec![
+            instance("mi-old1", "db-1", USED, "2026-01-01T00:00:00Z"),
+            instance("mi-new1", "db-2", USED, "2026-11-20T10:00:00Z"),
+            instance("mi-new2", "db-3", USED, "2026-11-21T10:00:00Z"),
+        ],
+        vec![activation(USED, 3), activation(UNUSED, 0)],
+    )
+}
+
+async fn go(cloud: &FakeCloud, json: &str) -> Report {
+    let c = command(CommandKind::LeakAlert, json);
+    let r = retrier();
+    let Action::LeakAlert(alert) = &c.action else {
+        panic!("not a leak alert")
+    };
+    run(Run::new(&c, cloud, &r, Attempts::new()), alert).await
+}
+
+fn kinds(r: &Report) -> Vec<EventType> {
+    r.events.iter().map(|e| e.kind).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn unused_code_is_disabled_then_deleted() {
+    let cloud = world();
+    let r = go(&cloud, &format!(r#"{{"command_id":"l-1","region_id":"cn-hangzhou","activation_id":"{UNUSED}"}}"#)).await;
+    assert!(matches!(r.end, End::Completed(Outcome::Succeeded)), "{:?}", r.end);
+    assert_eq!(
+        kinds(&r),
+        [EventType::ActivationDisabled, EventType::ActivationDeleted, EventType::ActivationExposureReport]
+    );
+    assert_eq!(cloud.calls(ApiAction::DeleteActivation), [UNUSED]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn used_code_is_not_deleted_and_suspicious_ones_are_quarantined() {
+    let cloud = world();
+    let r = go(
+        &cloud,
+        &format!(r#"{{"command_id":"l-2","region_id":"cn-hangzhou","activation_id":"{USED}","detected_at":"2026-11-20T00:00:00Z","quarantine":"suspicious"}}"#),
+    )
+    .await;
+    assert!(matches!(r.end, End::Completed(Outcome::Succeeded)), "{:?}", r.end);
+    assert!(cloud.calls(ApiAction::DeleteActivation).is_empty());
+    assert_eq!(
+        kinds(&r),
+        [
+            EventType::ActivationDisabled,
+            EventType::ActivationDeleteSkipped,
+            EventType::InstanceDeregistered,
+            EventType::InstanceDeregistered,
+            EventType::ActivationExposureReport
+        ]
+    );
+    assert!(cloud.has_instance("mi-old1"), "registered before the leak: kept");
+    assert!(!cloud.has_instance("mi-new1") && !cloud.has_instance("mi-new2"));
+    let report = r.events.last().expect("report");
+    assert_eq!(report.detail["suspicious_count"], 2);
+    let instances = report.detail["instances"].as_array().expect("instances");
+    assert_eq!(instances.len(), 3);
+    let old = instances.iter().find(|i| i["InstanceId"] == "mi-old1").expect("old");
+    assert_eq!(old["suspicious"], false);
+    assert_eq!(old["quarantine"], "not_requested");
+    let new = instances.iter().find(|i| i["InstanceId"] == "mi-new1").expect("new");
+    assert_eq!(new["quarantine"], "deregistered");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_later_failure_does_not_hide_the_disable() {
+    let cloud = world();
+    cloud.fail(ApiAction::DeleteActivation, 1, api_error(403, "Operation.Forbidden"));
+    let r = go(&cloud, &format!(r#"{{"command_id":"l-3","region_id":"cn-hangzhou","activation_id":"{UNUSED}"}}"#)).await;
+    assert!(matches!(r.end, End::Completed(Outcome::PartiallyFailed)), "{:?}", r.end);
+    assert_eq!(
+        kinds(&r),
+        [EventType::ActivationDisabled, EventType::ActivationDeleteFailed, EventType::ActivationExposureReport]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_code_fails_disable_but_still_reports() {
+    let cloud = world();
+    let r = go(&cloud, r#"{"command_id":"l-4","region_id":"cn-hangzhou","activation_id":"00000000-0000-0000-0000-000000000000"}"#).await;
+    assert!(matches!(r.end, End::Completed(Outcome::PartiallyFailed)), "{:?}", r.end);
+    assert_eq!(kinds(&r)[0], EventType::ActivationDisableFailed);
+    assert_eq!(r.first_error.as_ref().map(|e| e.code.as_str()), Some("ActivationId.NotFound"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn dry_run_reads_and_reports_but_changes_nothing() {
+    let cloud = world();
+    let r = go(
+        &cloud,
+        &format!(r#"{{"command_id":"l-5","region_id":"cn-hangzhou","activation_id":"{USED}","quarantine":"all","dry_run":true}}"#),
+    )
+    .await;
+    assert!(matches!(r.end, End::Completed(Outcome::DryRun)), "{:?}", r.end);
+    assert!(cloud.calls(ApiAction::DisableActivation).is_empty());
+    assert!(cloud.calls(ApiAction::DeregisterManagedInstance).is_empty());
+    assert_eq!(cloud.calls(ApiAction::DescribeActivations).len(), 1);
+    assert!(cloud.has_instance("mi-old1"));
+    assert!(r.events.iter().all(|e| e.outcome == Outcome::DryRun || e.outcome == Outcome::Skipped));
+}

@@ -6,6 +6,8 @@
 //! - [`secret`]: a string type that never prints itself.
 //! - [`credentials`]: the identity requests are signed with.
 //! - [`ecs`]: the ECS OpenAPI edge (signing, wire model, client).
+//! - [`simulator`]: a local, stateful ECS Cloud Assistant emulator (`simulate`).
 pub mod credentials;
 pub mod ecs;
 pub mod secret;
+pub mod simulator;

@@ -14,6 +14,7 @@
 //! - lengths are counted in Unicode scalar values (`char`s);
 //! - the precedence of reasons is documented on [`RejectReason`].
 
+mod fields;
 mod ids;
 mod json;
 mod model;

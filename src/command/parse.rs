@@ -39,14 +39,24 @@ pub fn parse(envelope: &Envelope<'_>, policy: &Policy) -> Result<Command, Reject
     if let Some(content_type) = envelope.content_type
         && !is_json_content_type(content_type)
     {
-        return Err(early(
-            RejectReason::InvalidContentType,
-            "content_type",
-            format!(
-                "must be application/json (charset utf-8 if any), got {}",
-                quote(content_type)
+        let problem = format!(
+            "must be application/json (charset utf-8 if any), got {}",
+            quote(content_type)
+        );
+        let error = FieldError::new("content_type", problem);
+        // The body may still be a readable command: echo what it names.
+        let mut rejection = match std::str::from_utf8(envelope.body).map(parse_strict) {
+            Ok(Ok(document)) => rejection_with_context(
+                RejectReason::InvalidContentType,
+                vec![error],
+                envelope,
+                &document,
+                policy,
             ),
-        ));
+            _ => Rejection::new(RejectReason::InvalidContentType, error),
+        };
+        fall_back_to_message_id(&mut rejection, envelope);
+        return Err(rejection);
     }
     let text = std::str::from_utf8(envelope.body).map_err(|e| {
         early(
@@ -96,6 +106,7 @@ pub fn parse(envelope: &Envelope<'_>, policy: &Policy) -> Result<Command, Reject
             );
             // A key given twice is ambiguous: it must not be echoed either.
             forget_duplicated_context(&mut rejection, &document);
+            fall_back_to_message_id(&mut rejection, envelope);
             return Err(rejection);
         }
     };
@@ -147,6 +158,13 @@ fn is_json_content_type(value: &str) -> bool {
             || val.eq_ignore_ascii_case("utf-8")
             || val.eq_ignore_ascii_case("utf8")
     })
+}
+
+/// Echoes a valid AMQP `message_id` when the body gave no usable command id.
+fn fall_back_to_message_id(rejection: &mut Rejection, envelope: &Envelope<'_>) {
+    if rejection.command_id.is_none() {
+        rejection.command_id = usable_message_id(envelope).and_then(|m| CommandId::parse(m).ok());
+    }
 }
 
 /// Builds a rejection carrying whatever context could be read from `document`.

@@ -258,7 +258,10 @@ impl Fields<'_, '_> {
     fn ip(&mut self) -> Option<Target> {
         let value = self.string("ip")?;
         match value.parse::<IpAddr>() {
-            Ok(ip) => Some(Target::Ip(ip)),
+            // An IPv4-mapped IPv6 literal names an IPv4 host; the API lists
+            // it as IPv4, so the mapped form would match nothing and the
+            // command would end as a silent `already_done`.
+            Ok(ip) => Some(Target::Ip(ip.to_canonical())),
             Err(_) => {
                 let problem = format!(
                     "must be an IPv4 or IPv6 address literal (no port, zone id, brackets or leading zeros), got {}",

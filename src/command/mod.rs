@@ -14,6 +14,7 @@
 //! - lengths are counted in Unicode scalar values (`char`s);
 //! - the precedence of reasons is documented on [`RejectReason`].
 
+mod auth;
 mod fields;
 mod ids;
 mod json;
@@ -22,6 +23,7 @@ mod parse;
 mod quote;
 mod rejection;
 
+pub use auth::{CommandKeys, KEY_ID_HEADER, SIGNATURE_HEADER};
 pub use ids::{
     AccountId, ActivationId, CommandId, Hostname, InstanceId, InvalidId, MachineId, RegionId,
 };

@@ -91,6 +91,7 @@ fn ip_targets() {
             panic!()
         };
         assert_eq!(d.target.key(), key);
+        assert_eq!(format!("ip:{}", d.target.value()), key);
     }
     for ip in [
         "fe80::1%eth0",

@@ -12,7 +12,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Why a string is not a valid identifier: a short human sentence that never
-/// echoes the raw input (see [`super::quote`]).
+/// echoes the raw input (it is escaped and truncated).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{problem}")]
 pub struct InvalidId {

@@ -118,7 +118,7 @@ fn find_duplicates(value: &Json, path: &mut String, out: &mut Vec<String>) {
                 let len = path.len();
                 push_key(path, key);
                 if !seen.insert(key.as_str()) && out.len() < MAX_DUPLICATES_REPORTED {
-                    out.push(path.clone());
+                    out.push(bounded(path));
                 }
                 find_duplicates(item, path, out);
                 path.truncate(len);
@@ -126,6 +126,19 @@ fn find_duplicates(value: &Json, path: &mut String, out: &mut Vec<String>) {
         }
         Json::Null | Json::Bool(_) | Json::Number(_) | Json::String(_) => {}
     }
+}
+
+/// The longest path reported, in characters; deeper paths keep their end,
+/// which names the repeated key.
+const MAX_PATH_CHARS: usize = 200;
+
+fn bounded(path: &str) -> String {
+    let count = path.chars().count();
+    if count <= MAX_PATH_CHARS {
+        return path.to_owned();
+    }
+    let tail: String = path.chars().skip(count - (MAX_PATH_CHARS - 1)).collect();
+    format!("…{tail}")
 }
 
 /// Appends a key to a dotted path, quoting keys that are not plain words.
@@ -281,6 +294,17 @@ mod tests {
             .chain(std::iter::once("\"z\":0}".to_string()))
             .collect();
         assert_eq!(duplicates(&body).len(), MAX_DUPLICATES_REPORTED);
+    }
+
+    #[test]
+    fn long_duplicate_paths_are_bounded() {
+        let key = "k".repeat(60);
+        let open = format!("{{\"{key}\":").repeat(20);
+        let body = format!("{open}{{\"a\":1,\"a\":2}}{}", "}".repeat(20));
+        let paths = duplicates(&body);
+        assert_eq!(paths.len(), 1);
+        assert_eq!(paths[0].chars().count(), MAX_PATH_CHARS);
+        assert!(paths[0].ends_with(".a"));
     }
 
     #[test]

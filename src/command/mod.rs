@@ -12,8 +12,20 @@
 //! - JSON `null` is a wrong type for every field, never "absent";
 //! - an empty `content-type` or `message_id` property counts as absent;
 //! - lengths are counted in Unicode scalar values (`char`s);
-//! - the precedence of reasons is documented on [`RejectReason`].
+//! - the precedence of reasons is documented on [`RejectReason`];
+//! - a rejection echoes `command_id` (body, else `message_id`), `region_id`
+//!   and `account_id` when they are well-formed, even if the region is not
+//!   allowed or the account unknown (the contract echoes `account_id` in
+//!   `command.rejected`); a key given twice is never echoed;
+//! - `detected_at` must use `T` between date and time (RFC 3339's grammar),
+//!   a leap second `:60` is read as `:59.999999999`, and a time in the future
+//!   is accepted;
+//! - an IPv4-mapped IPv6 `ip` is read as the IPv4 address it maps.
+//!
+//! [`CommandKeys`] checks signed commands (CONTRACT section 6) before parsing.
 
+mod auth;
+mod fields;
 mod ids;
 mod json;
 mod model;
@@ -21,6 +33,7 @@ mod parse;
 mod quote;
 mod rejection;
 
+pub use auth::{CommandKeys, KEY_ID_HEADER, SIGNATURE_HEADER};
 pub use ids::{
     AccountId, ActivationId, CommandId, Hostname, InstanceId, InvalidId, MachineId, RegionId,
 };

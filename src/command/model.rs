@@ -117,6 +117,7 @@ pub enum Target {
     /// Looked up with the `MachineId` filter.
     MachineId(MachineId),
     /// Looked up with the `InstanceIp` filter (intranet or internet address).
+    /// Canonical: an IPv4-mapped IPv6 literal is parsed as its IPv4 address.
     Ip(IpAddr),
     /// Looked up by paging and comparing the `Hostname` field.
     Hostname(Hostname),

@@ -91,6 +91,7 @@ fn ip_targets() {
             panic!()
         };
         assert_eq!(d.target.key(), key);
+        assert_eq!(format!("ip:{}", d.target.value()), key);
     }
     for ip in [
         "fe80::1%eth0",
@@ -316,8 +317,12 @@ fn framing_rejections() {
     ] {
         let r = parse(&env(ok, Some(ct)), &p).unwrap_err();
         assert_eq!(r.reason, RejectReason::InvalidContentType, "{ct}");
-        assert_eq!(r.command_id.unwrap().as_str(), "m");
+        // The body is still readable, so its context is echoed.
+        assert_eq!(r.command_id.unwrap().as_str(), "c");
+        assert_eq!(r.region_id.unwrap().as_str(), "cn-hangzhou");
     }
+    let unreadable = parse(&env(b"x", Some("text/plain")), &p).unwrap_err();
+    assert_eq!(unreadable.command_id.unwrap().as_str(), "m");
     assert_eq!(
         parse(&env(b"\xff{}", None), &p).unwrap_err().reason,
         RejectReason::InvalidUtf8

@@ -1,0 +1,133 @@
+//! Replays the hostile-input corpus (`tests/fixtures/hostile/corpus.json`)
+//! through `command::parse`: every case must be rejected, with the expected
+//! reason, without a panic, and with problems that are safe to echo.
+
+use base64::Engine as _;
+use lifecycle_worker::command::{CommandKind, Envelope, Policy, parse};
+use serde::Deserialize;
+use std::collections::BTreeSet;
+
+#[derive(Deserialize)]
+struct Corpus {
+    cases: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    name: String,
+    kind: String,
+    content_type: Option<String>,
+    message_id: Option<String>,
+    body: Option<String>,
+    body_b64: Option<String>,
+    reason: String,
+}
+
+impl Case {
+    fn body(&self) -> Vec<u8> {
+        match (&self.body, &self.body_b64) {
+            (Some(text), None) => text.clone().into_bytes(),
+            (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap_or_else(|e| panic!("{}: bad body_b64: {e}", self.name)),
+            _ => panic!("{}: exactly one of body and body_b64", self.name),
+        }
+    }
+}
+
+fn load() -> Corpus {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/hostile/corpus.json"
+    );
+    let text = std::fs::read_to_string(path).expect("corpus readable");
+    serde_json::from_str(&text).expect("corpus is valid")
+}
+
+/// What the contract's operator would see: no raw control or bidi characters.
+fn safe_to_echo(s: &str) -> bool {
+    s.chars().all(|c| {
+        !c.is_control() && !matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{061c}')
+    })
+}
+
+#[test]
+fn every_hostile_case_is_rejected_with_its_reason() {
+    let corpus = load();
+    assert!(
+        corpus.cases.len() >= 60,
+        "corpus has {} cases",
+        corpus.cases.len()
+    );
+    let names: BTreeSet<_> = corpus.cases.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names.len(), corpus.cases.len(), "case names must be unique");
+    let policy = Policy::default();
+    let mut failures = Vec::new();
+    for case in &corpus.cases {
+        let kind =
+            CommandKind::from_name(&case.kind).unwrap_or_else(|| panic!("{}: bad kind", case.name));
+        let body = case.body();
+        let envelope = Envelope {
+            kind,
+            body: &body,
+            content_type: case.content_type.as_deref(),
+            message_id: case.message_id.as_deref(),
+        };
+        match parse(&envelope, &policy) {
+            Ok(command) => failures.push(format!("{}: accepted as {command:?}", case.name)),
+            Err(rejection) => {
+                if rejection.reason.as_str() != case.reason {
+                    failures.push(format!(
+                        "{}: reason {} (expected {}): {}",
+                        case.name,
+                        rejection.reason,
+                        case.reason,
+                        rejection.message()
+                    ));
+                }
+                if rejection.errors.is_empty() {
+                    failures.push(format!("{}: no field errors", case.name));
+                }
+                for error in &rejection.errors {
+                    let ok = safe_to_echo(&error.field)
+                        && safe_to_echo(&error.problem)
+                        && error.field.chars().count() <= 256
+                        && error.problem.chars().count() <= 512;
+                    if !ok {
+                        failures.push(format!("{}: unsafe or long error {error:?}", case.name));
+                    }
+                }
+                let echoed = [
+                    rejection.command_id.as_ref().map(|v| v.to_string()),
+                    rejection.region_id.as_ref().map(|v| v.to_string()),
+                    rejection.account_id.as_ref().map(|v| v.to_string()),
+                ];
+                for value in echoed.into_iter().flatten() {
+                    if !safe_to_echo(&value) {
+                        failures.push(format!("{}: echoed unsafe context {value:?}", case.name));
+                    }
+                }
+                if serde_json::to_string(&rejection).is_err() {
+                    failures.push(format!("{}: rejection does not serialize", case.name));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn corpus_covers_every_parse_reason() {
+    let corpus = load();
+    let covered: BTreeSet<_> = corpus.cases.iter().map(|c| c.reason.as_str()).collect();
+    for reason in lifecycle_worker::command::RejectReason::ALL {
+        if reason.as_str() != "unauthenticated" {
+            assert!(covered.contains(reason.as_str()), "no case for {reason}");
+        }
+    }
+}

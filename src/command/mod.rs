@@ -24,7 +24,6 @@
 //!
 //! [`CommandKeys`] checks signed commands (CONTRACT section 6) before parsing.
 
-mod auth;
 mod fields;
 mod ids;
 mod json;
@@ -33,7 +32,6 @@ mod parse;
 mod quote;
 mod rejection;
 
-pub use auth::{CommandKeys, KEY_ID_HEADER, SIGNATURE_HEADER};
 pub use ids::{
     AccountId, ActivationId, CommandId, Hostname, InstanceId, InvalidId, MachineId, RegionId,
 };

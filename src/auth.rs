@@ -20,7 +20,9 @@ pub const SIGNATURE_HEADER: &str = "x-lifecycle-signature";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// No key id or no signature header.
-    #[error("the command is not signed (x-lifecycle-key-id and x-lifecycle-signature are required)")]
+    #[error(
+        "the command is not signed (x-lifecycle-key-id and x-lifecycle-signature are required)"
+    )]
     Unsigned,
     /// The key id is not configured.
     #[error("the command names an unknown publisher key")]
@@ -96,12 +98,27 @@ mod tests {
             assert_eq!(verify(&keys(), Some(&id), Some(&sig), body), Ok(()));
         }
         let sig = sign(&Secret::new("new-secret"), body);
-        assert_eq!(verify(&keys(), Some("old"), Some(&sig), body), Err(AuthError::BadSignature));
-        assert_eq!(verify(&keys(), Some("nope"), Some(&sig), body), Err(AuthError::UnknownKey));
-        assert_eq!(verify(&keys(), None, Some(&sig), body), Err(AuthError::Unsigned));
-        assert_eq!(verify(&keys(), Some("new"), None, body), Err(AuthError::Unsigned));
+        assert_eq!(
+            verify(&keys(), Some("old"), Some(&sig), body),
+            Err(AuthError::BadSignature)
+        );
+        assert_eq!(
+            verify(&keys(), Some("nope"), Some(&sig), body),
+            Err(AuthError::UnknownKey)
+        );
+        assert_eq!(
+            verify(&keys(), None, Some(&sig), body),
+            Err(AuthError::Unsigned)
+        );
+        assert_eq!(
+            verify(&keys(), Some("new"), None, body),
+            Err(AuthError::Unsigned)
+        );
         let tampered = br#"{"command_id":"c2"}"#;
-        assert_eq!(verify(&keys(), Some("new"), Some(&sig), tampered), Err(AuthError::BadSignature));
+        assert_eq!(
+            verify(&keys(), Some("new"), Some(&sig), tampered),
+            Err(AuthError::BadSignature)
+        );
         assert_eq!(
             verify(&keys(), Some("new"), Some(&sig.to_uppercase()), body),
             Err(AuthError::BadSignature)

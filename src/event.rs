@@ -6,7 +6,7 @@
 //! join anything to act on one.
 
 use crate::command::{Audit, Command, CommandKind, Rejection};
-use crate::ecs::error::{ApiError, ErrorClass, classify, ApiAction};
+use crate::ecs::error::{ApiAction, ApiError, ErrorClass, classify};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;

@@ -130,7 +130,10 @@ mod tests {
         assert!(r.reasons[0].contains("credentials"));
         assert!(h.set_credential_problem(None));
         assert!(h.set_account_problem("123", Some("NoPermission".into())));
-        assert!(h.readiness().ready, "a degraded account keeps the worker ready");
+        assert!(
+            h.readiness().ready,
+            "a degraded account keeps the worker ready"
+        );
         h.set_shutting_down();
         assert!(!h.readiness().ready);
     }

@@ -73,7 +73,9 @@ pub struct Metrics {
 }
 
 fn latency_histogram() -> Histogram {
-    Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+    Histogram::new([
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
 }
 
 impl Metrics {
@@ -97,21 +99,41 @@ impl Metrics {
             "Commands handled, by kind and terminal outcome (rejected included)",
             commands.clone(),
         );
-        registry.register("rejections", "Rejected commands by reason", rejections.clone());
-        registry.register("ecs_calls", "ECS API calls by action and result code", ecs_calls.clone());
+        registry.register(
+            "rejections",
+            "Rejected commands by reason",
+            rejections.clone(),
+        );
+        registry.register(
+            "ecs_calls",
+            "ECS API calls by action and result code",
+            ecs_calls.clone(),
+        );
         registry.register(
             "ecs_call_duration_seconds",
             "ECS API call latency",
             ecs_latency.clone(),
         );
-        registry.register("ecs_retries", "Immediate ECS retries by action", retries.clone());
+        registry.register(
+            "ecs_retries",
+            "Immediate ECS retries by action",
+            retries.clone(),
+        );
         registry.register(
             "redeliveries",
             "Commands sent to delayed redelivery, by kind and reason",
             redeliveries.clone(),
         );
-        registry.register("commands_in_flight", "Commands being carried out", in_flight.clone());
-        registry.register("broker_reconnects", "Broker reconnections", reconnects.clone());
+        registry.register(
+            "commands_in_flight",
+            "Commands being carried out",
+            in_flight.clone(),
+        );
+        registry.register(
+            "broker_reconnects",
+            "Broker reconnections",
+            reconnects.clone(),
+        );
         registry.register("ready", "1 when the worker is ready", ready.clone());
         registry.register(
             "unroutable_events",
@@ -213,8 +235,16 @@ mod tests {
             Duration::from_millis(3),
         );
         let text = m.render();
-        assert!(text.contains(r#"lifecycle_commands_total{kind="decommission",outcome="succeeded"} 1"#), "{text}");
-        assert!(text.contains(r#"lifecycle_ecs_calls_total{action="DisableActivation",code="other"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"lifecycle_commands_total{kind="decommission",outcome="succeeded"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"lifecycle_ecs_calls_total{action="DisableActivation",code="other"} 1"#
+            ),
+            "{text}"
+        );
         assert!(!text.contains("mi-123"));
     }
 }

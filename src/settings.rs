@@ -349,12 +349,24 @@ impl Settings {
         }
         let names = [
             ("topology.command_exchange", &self.topology.command_exchange),
-            ("topology.decommission_queue", &self.topology.decommission_queue),
+            (
+                "topology.decommission_queue",
+                &self.topology.decommission_queue,
+            ),
             ("topology.leak_alert_queue", &self.topology.leak_alert_queue),
             ("topology.event_exchange", &self.topology.event_exchange),
-            ("topology.dead_letter_exchange", &self.topology.dead_letter_exchange),
-            ("topology.dead_letter_queue", &self.topology.dead_letter_queue),
-            ("topology.retry_queue_prefix", &self.topology.retry_queue_prefix),
+            (
+                "topology.dead_letter_exchange",
+                &self.topology.dead_letter_exchange,
+            ),
+            (
+                "topology.dead_letter_queue",
+                &self.topology.dead_letter_queue,
+            ),
+            (
+                "topology.retry_queue_prefix",
+                &self.topology.retry_queue_prefix,
+            ),
         ];
         for (key, name) in names {
             if name.is_empty() || name.len() > 200 || name.starts_with("amq.") {

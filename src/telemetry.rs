@@ -7,7 +7,8 @@ use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber once; later calls are ignored.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,lapin=warn,lapin::returned_messages=error"));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,

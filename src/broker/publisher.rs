@@ -7,8 +7,8 @@
 //! then does not acknowledge the command.
 
 use lapin::options::BasicPublishOptions;
-use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use lapin::options::ConfirmSelectOptions;
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
 
 /// What must happen if the broker cannot route a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,12 +129,10 @@ impl Publisher {
                         Ok(())
                     }
                 },
-                Confirmation::Nack(_) | Confirmation::NotRequested => {
-                    Err(PublishError::Nacked {
-                        exchange,
-                        routing_key,
-                    })
-                }
+                Confirmation::Nack(_) | Confirmation::NotRequested => Err(PublishError::Nacked {
+                    exchange,
+                    routing_key,
+                }),
             };
             if let Err(e) = result {
                 first_error.get_or_insert(e);

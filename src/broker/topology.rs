@@ -77,7 +77,9 @@ impl Topology {
     pub fn stage(&self, redeliveries: u32) -> Option<RetryStage> {
         let stages = self.stages();
         let last = stages.len().checked_sub(1)?;
-        let index = usize::try_from(redeliveries).unwrap_or(usize::MAX).min(last);
+        let index = usize::try_from(redeliveries)
+            .unwrap_or(usize::MAX)
+            .min(last);
         stages.into_iter().nth(index)
     }
 
@@ -102,7 +104,11 @@ impl Topology {
             durable: true,
             ..QueueDeclareOptions::default()
         };
-        for exchange in [&n.command_exchange, &n.event_exchange, &n.dead_letter_exchange] {
+        for exchange in [
+            &n.command_exchange,
+            &n.event_exchange,
+            &n.dead_letter_exchange,
+        ] {
             channel
                 .exchange_declare(
                     short(exchange),
@@ -113,7 +119,11 @@ impl Topology {
                 .await?;
         }
         channel
-            .queue_declare(short(&n.dead_letter_queue), durable_queue, self.queue_args())
+            .queue_declare(
+                short(&n.dead_letter_queue),
+                durable_queue,
+                self.queue_args(),
+            )
             .await?;
         channel
             .queue_bind(
@@ -129,7 +139,10 @@ impl Topology {
             let mut args = self.queue_args();
             // A safety net for messages the broker itself rejects; the worker
             // dead-letters with its own headers and never nacks without requeue.
-            args.insert("x-dead-letter-exchange".into(), long(&n.dead_letter_exchange));
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                long(&n.dead_letter_exchange),
+            );
             channel
                 .queue_declare(short(queue), durable_queue, args)
                 .await?;

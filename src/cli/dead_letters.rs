@@ -37,15 +37,20 @@ pub enum DeadLetterCommand {
 fn command_id_of(body: &[u8], props: &lapin::BasicProperties) -> Option<String> {
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| v.get("command_id").and_then(|c| c.as_str()).map(str::to_owned))
+        .and_then(|v| {
+            v.get("command_id")
+                .and_then(|c| c.as_str())
+                .map(str::to_owned)
+        })
         .or_else(|| props.message_id().as_ref().map(|m| m.to_string()))
 }
 
 /// Runs a `dead-letters` subcommand.
 pub async fn run(settings: &Settings, command: DeadLetterCommand) -> anyhow::Result<()> {
-    let connection = Connection::connect(settings.amqp.url.expose(), ConnectionProperties::default())
-        .await
-        .context("connecting to the broker")?;
+    let connection =
+        Connection::connect(settings.amqp.url.expose(), ConnectionProperties::default())
+            .await
+            .context("connecting to the broker")?;
     let channel = connection.create_channel().await?;
     let publisher = Publisher::open(&connection).await?;
     let queue = settings.topology.dead_letter_queue.as_str();
@@ -84,7 +89,8 @@ pub async fn run(settings: &Settings, command: DeadLetterCommand) -> anyhow::Res
             seen.push(delivery);
             continue;
         }
-        let Some(source) = messages::header_str(props, messages::DL_SOURCE).map(str::to_owned) else {
+        let Some(source) = messages::header_str(props, messages::DL_SOURCE).map(str::to_owned)
+        else {
             eprintln!("skipping a dead letter without {}", messages::DL_SOURCE);
             seen.push(delivery);
             continue;
@@ -101,7 +107,10 @@ pub async fn run(settings: &Settings, command: DeadLetterCommand) -> anyhow::Res
             .with_context(|| format!("replaying to {source}"))?;
         delivery.acker.ack(BasicAckOptions::default()).await?;
         replayed += 1;
-        println!("replayed {} to {source}", id.as_deref().unwrap_or("(no id)"));
+        println!(
+            "replayed {} to {source}",
+            id.as_deref().unwrap_or("(no id)")
+        );
     }
     // Everything looked at but not replayed goes back.
     for delivery in seen {

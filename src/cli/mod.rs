@@ -11,7 +11,11 @@ use std::path::PathBuf;
 
 /// The binary's arguments.
 #[derive(Debug, clap::Parser)]
-#[command(name = "lifecycle-worker", version, about = "Carries out host-offboarding and leaked-activation-code commands against the Alibaba Cloud ECS OpenAPI")]
+#[command(
+    name = "lifecycle-worker",
+    version,
+    about = "Carries out host-offboarding and leaked-activation-code commands against the Alibaba Cloud ECS OpenAPI"
+)]
 pub struct Cli {
     /// The subcommand.
     #[command(subcommand)]
@@ -20,6 +24,7 @@ pub struct Cli {
 
 /// Subcommands.
 #[derive(Debug, clap::Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start
 pub enum Command {
     /// Run the worker.
     Run {

@@ -44,14 +44,15 @@ pub fn cancel_on_signals(token: CancellationToken) {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    token.cancel();
-                    return;
-                }
-            };
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        token.cancel();
+                        return;
+                    }
+                };
             tokio::select! {
                 _ = ctrl_c => {},
                 _ = term.recv() => {},
@@ -79,7 +80,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         let seed = if settings.simulator.seed_file.is_empty() {
             None
         } else {
-            Some(simulator::Seed::from_file(std::path::Path::new(&settings.simulator.seed_file))?)
+            Some(simulator::Seed::from_file(std::path::Path::new(
+                &settings.simulator.seed_file,
+            ))?)
         };
         let sim = simulator::start(simulator::SimulatorConfig {
             listen: settings.simulator.listen,
@@ -108,9 +111,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let health = Health::new();
     let http_stop = CancellationToken::new();
-    let (addr, http) = crate::http::serve(settings.http.listen, health.clone(), metrics.clone(), http_stop.clone())
-        .await
-        .with_context(|| format!("http.listen: cannot listen on {}", settings.http.listen))?;
+    let (addr, http) = crate::http::serve(
+        settings.http.listen,
+        health.clone(),
+        metrics.clone(),
+        http_stop.clone(),
+    )
+    .await
+    .with_context(|| format!("http.listen: cannot listen on {}", settings.http.listen))?;
     info!(%addr, "health and metrics listening");
     let worker = crate::worker::Worker::new(settings.clone(), ecs, metrics, health, shutdown);
     worker.run().await;

@@ -119,9 +119,10 @@ pub async fn run(settings: &Settings, args: SendArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let body = args.body(&command_id)?;
-    let connection = Connection::connect(settings.amqp.url.expose(), ConnectionProperties::default())
-        .await
-        .context("connecting to the broker")?;
+    let connection =
+        Connection::connect(settings.amqp.url.expose(), ConnectionProperties::default())
+            .await
+            .context("connecting to the broker")?;
     let publisher = Publisher::open(&connection).await?;
     let mut headers = FieldTable::default();
     if let Some(key_id) = &args.key_id {
@@ -133,7 +134,10 @@ pub async fn run(settings: &Settings, args: SendArgs) -> anyhow::Result<()> {
             .find(|(id, _)| id == key_id)
             .map(|(_, k)| k)
             .context("--key-id names no key in security.command_keys")?;
-        headers.insert(auth::KEY_ID_HEADER.into(), AMQPValue::LongString(LongString::from(key_id.as_str())));
+        headers.insert(
+            auth::KEY_ID_HEADER.into(),
+            AMQPValue::LongString(LongString::from(key_id.as_str())),
+        );
         headers.insert(
             auth::SIGNATURE_HEADER.into(),
             AMQPValue::LongString(LongString::from(auth::sign(key, &body))),

@@ -76,6 +76,9 @@ mod tests {
         );
         let o = Endpoint::from_setting("https://ecs.example.com").expect("valid");
         assert_eq!(o.resolve("x").1, "ecs.example.com");
-        assert_eq!(Endpoint::from_setting("").expect("valid"), Endpoint::Regional);
+        assert_eq!(
+            Endpoint::from_setting("").expect("valid"),
+            Endpoint::Regional
+        );
     }
 }

@@ -137,7 +137,11 @@ pub async fn deregister<C: Cloud>(
     token: &str,
 ) -> Result<Outcome, Interrupted> {
     let command: &Command = run.command;
-    let fallback = || described.clone().unwrap_or_else(|| ManagedInstance::with_id(id.as_str()));
+    let fallback = || {
+        described
+            .clone()
+            .unwrap_or_else(|| ManagedInstance::with_id(id.as_str()))
+    };
     if command.dry_run {
         run.events.push(
             Event::for_command(command, EventType::InstanceDeregistered, Outcome::DryRun)
@@ -170,8 +174,12 @@ pub async fn deregister<C: Cloud>(
             None,
         ),
         StepResult::AlreadyDone(e) => (
-            Event::for_command(command, EventType::InstanceDeregistered, Outcome::AlreadyDone)
-                .with("instance", fallback()),
+            Event::for_command(
+                command,
+                EventType::InstanceDeregistered,
+                Outcome::AlreadyDone,
+            )
+            .with("instance", fallback()),
             Outcome::AlreadyDone,
             e.request_id().map(str::to_owned),
             None,
@@ -179,9 +187,13 @@ pub async fn deregister<C: Cloud>(
         StepResult::Failed(e) => {
             let error = EventError::from_api(ApiAction::DeregisterManagedInstance, &e);
             (
-                Event::for_command(command, EventType::InstanceDeregistrationFailed, Outcome::Failed)
-                    .with("instance", fallback())
-                    .with_error(error.clone()),
+                Event::for_command(
+                    command,
+                    EventType::InstanceDeregistrationFailed,
+                    Outcome::Failed,
+                )
+                .with("instance", fallback())
+                .with_error(error.clone()),
                 Outcome::Failed,
                 e.request_id().map(str::to_owned),
                 Some(error),

@@ -105,7 +105,11 @@ impl FakeCloud {
         w.instances.iter().any(|i| i.instance_id == id)
     }
 
-    fn begin(&self, action: ApiAction, arg: String) -> Result<std::sync::MutexGuard<'_, World>, ApiError> {
+    fn begin(
+        &self,
+        action: ApiAction,
+        arg: String,
+    ) -> Result<std::sync::MutexGuard<'_, World>, ApiError> {
         let mut w = self.world.lock().expect("lock");
         w.calls.push((action, arg));
         if let Some(e) = w.failures.get_mut(&action).and_then(VecDeque::pop_front) {
@@ -133,7 +137,11 @@ impl Cloud for FakeCloud {
             ApiAction::DeregisterManagedInstance,
             format!("{instance}|{client_token}"),
         )?;
-        match w.instances.iter().position(|i| i.instance_id == instance.as_str()) {
+        match w
+            .instances
+            .iter()
+            .position(|i| i.instance_id == instance.as_str())
+        {
             Some(pos) => ok(Some(w.instances.remove(pos))),
             None => Err(api_error(404, "InvalidInstance.NotFound")),
         }
@@ -145,7 +153,11 @@ impl Cloud for FakeCloud {
         activation_id: &str,
     ) -> Result<Called<Option<Activation>>, ApiError> {
         let mut w = self.begin(ApiAction::DisableActivation, activation_id.into())?;
-        match w.activations.iter_mut().find(|a| a.activation_id == activation_id) {
+        match w
+            .activations
+            .iter_mut()
+            .find(|a| a.activation_id == activation_id)
+        {
             Some(a) => {
                 a.disabled = Some(true);
                 ok(Some(a.clone()))
@@ -160,7 +172,11 @@ impl Cloud for FakeCloud {
         activation_id: &str,
     ) -> Result<Called<Option<Activation>>, ApiError> {
         let mut w = self.begin(ApiAction::DeleteActivation, activation_id.into())?;
-        match w.activations.iter().position(|a| a.activation_id == activation_id) {
+        match w
+            .activations
+            .iter()
+            .position(|a| a.activation_id == activation_id)
+        {
             Some(pos) if w.activations[pos].registered_count.unwrap_or(0) > 0 => {
                 Err(api_error(403, "ActivationId.InUse"))
             }
@@ -175,7 +191,10 @@ impl Cloud for FakeCloud {
         activation_id: &str,
     ) -> Result<Called<Option<Activation>>, ApiError> {
         let w = self.begin(ApiAction::DescribeActivations, activation_id.into())?;
-        ok(w.activations.iter().find(|a| a.activation_id == activation_id).cloned())
+        ok(w.activations
+            .iter()
+            .find(|a| a.activation_id == activation_id)
+            .cloned())
     }
 
     async fn describe_instances(

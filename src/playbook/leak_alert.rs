@@ -14,7 +14,9 @@
 //! stop the exposure report (the operator needs it most then).
 
 use super::decommission::deregister;
-use super::{Cloud, End, InstanceFilter, Interrupted, Report, Run, StepRecord, StepResult, overall};
+use super::{
+    Cloud, End, InstanceFilter, Interrupted, Report, Run, StepRecord, StepResult, overall,
+};
 use crate::command::{InstanceId, LeakAlert, Quarantine, client_token};
 use crate::ecs::error::{ApiAction, ApiError};
 use crate::ecs::model::{Activation, ManagedInstance};
@@ -115,7 +117,14 @@ async fn disable<C: Cloud>(
                     .with_call(attempts, request_id.clone())
                     .with_error(error.clone()),
             );
-            run.record(line(step, id, Outcome::Failed, attempts, request_id, Some(error)));
+            run.record(line(
+                step,
+                id,
+                Outcome::Failed,
+                attempts,
+                request_id,
+                Some(error),
+            ));
             Ok(None)
         }
     }
@@ -140,9 +149,13 @@ async fn delete<C: Cloud>(
     };
     if let Some(reason) = skip {
         run.events.push(
-            Event::for_command(command, EventType::ActivationDeleteSkipped, Outcome::Skipped)
-                .with("activation", activation)
-                .with("reason", reason),
+            Event::for_command(
+                command,
+                EventType::ActivationDeleteSkipped,
+                Outcome::Skipped,
+            )
+            .with("activation", activation)
+            .with("reason", reason),
         );
         run.record(line(step, id, Outcome::Skipped, 0, None, None));
         return Ok(());
@@ -207,12 +220,23 @@ async fn exposure<C: Cloud>(run: &mut Run<'_, C>, alert: &LeakAlert) -> Result<(
             let error = EventError::from_api(ApiAction::DescribeManagedInstances, &e);
             let request_id = e.request_id().map(str::to_owned).or(request_id);
             run.events.push(
-                Event::for_command(command, EventType::ActivationExposureReport, Outcome::Failed)
-                    .with("activation_id", id)
-                    .with_call(attempts, request_id.clone())
-                    .with_error(error.clone()),
+                Event::for_command(
+                    command,
+                    EventType::ActivationExposureReport,
+                    Outcome::Failed,
+                )
+                .with("activation_id", id)
+                .with_call(attempts, request_id.clone())
+                .with_error(error.clone()),
             );
-            run.record(line(step, id, Outcome::Failed, attempts, request_id, Some(error)));
+            run.record(line(
+                step,
+                id,
+                Outcome::Failed,
+                attempts,
+                request_id,
+                Some(error),
+            ));
             return Ok(());
         }
     };
@@ -221,7 +245,14 @@ async fn exposure<C: Cloud>(run: &mut Run<'_, C>, alert: &LeakAlert) -> Result<(
     } else {
         Outcome::Succeeded
     };
-    run.record(line(step, id, ok_outcome, attempts, request_id.clone(), None));
+    run.record(line(
+        step,
+        id,
+        ok_outcome,
+        attempts,
+        request_id.clone(),
+        None,
+    ));
 
     let mut report = Vec::with_capacity(instances.len());
     for instance in instances {
@@ -255,7 +286,10 @@ async fn exposure<C: Cloud>(run: &mut Run<'_, C>, alert: &LeakAlert) -> Result<(
     run.events.push(
         Event::for_command(command, EventType::ActivationExposureReport, ok_outcome)
             .with("activation_id", id)
-            .with("detected_at", alert.detected_at.and_then(|d| d.format(&Rfc3339).ok()))
+            .with(
+                "detected_at",
+                alert.detected_at.and_then(|d| d.format(&Rfc3339).ok()),
+            )
             .with("quarantine", alert.quarantine.as_str())
             .with("instance_count", report.len())
             .with("suspicious_count", suspicious)

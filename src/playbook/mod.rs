@@ -243,7 +243,9 @@ impl<'a, C: Cloud> Run<'a, C> {
             StepEnd::Failed(e) => StepResult::Failed(e),
             StepEnd::Redeliver(e) if self.last_chance => StepResult::Failed(e),
             StepEnd::Redeliver(e) => {
-                return Err(Interrupted(End::Redeliver(EventError::from_api(action, &e))));
+                return Err(Interrupted(End::Redeliver(EventError::from_api(
+                    action, &e,
+                ))));
             }
             StepEnd::Credential(e) => {
                 return Err(Interrupted(End::Park(EventError::from_api(action, &e))));
@@ -318,7 +320,10 @@ impl<'a, C: Cloud> Run<'a, C> {
 
 /// Combines per-step outcomes into the command's outcome.
 pub fn overall(dry_run: bool, steps: &[StepRecord]) -> Outcome {
-    let failed = steps.iter().filter(|s| s.outcome == Outcome::Failed).count();
+    let failed = steps
+        .iter()
+        .filter(|s| s.outcome == Outcome::Failed)
+        .count();
     if failed == 0 {
         return if dry_run {
             Outcome::DryRun

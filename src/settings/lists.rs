@@ -4,8 +4,8 @@
 //! TOML array or one comma-separated string, with spaces around items ignored.
 
 use crate::secret::Secret;
-use serde::de::{self, Deserializer};
 use serde::Deserialize;
+use serde::de::{self, Deserializer};
 use std::fmt;
 use std::time::Duration;
 
@@ -82,11 +82,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Formats a delay the way queue names use it (`30s`, `5m`, `1500ms`).
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 3_600_000 == 0 {
+    if ms.is_multiple_of(3_600_000) {
         format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 {
+    } else if ms.is_multiple_of(60_000) {
         format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

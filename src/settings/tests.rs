@@ -47,7 +47,10 @@ fn environment_overrides_with_lists_and_spaces() {
         env(&[
             ("LIFECYCLE__AMQP__PREFETCH", "7"),
             ("LIFECYCLE__WORKER__CONCURRENCY", "3"),
-            ("LIFECYCLE__SECURITY__ALLOWED_REGIONS", " cn-hangzhou , eu-central-1 "),
+            (
+                "LIFECYCLE__SECURITY__ALLOWED_REGIONS",
+                " cn-hangzhou , eu-central-1 ",
+            ),
             ("LIFECYCLE__RETRY__REDELIVERY_DELAYS", "250ms, 2s"),
             ("LIFECYCLE__ECS__SIGNATURE", "hmac-sha1"),
             ("LIFECYCLE__ECS__ENDPOINT", "http://127.0.0.1:8080"),
@@ -61,7 +64,10 @@ fn environment_overrides_with_lists_and_spaces() {
     .expect("loads");
     assert_eq!(s.amqp.prefetch, 7);
     assert_eq!(s.worker.concurrency, 3);
-    assert_eq!(s.security.allowed_regions.0, ["cn-hangzhou", "eu-central-1"]);
+    assert_eq!(
+        s.security.allowed_regions.0,
+        ["cn-hangzhou", "eu-central-1"]
+    );
     assert_eq!(
         s.retry.redelivery_delays.0,
         [Duration::from_millis(250), Duration::from_secs(2)]
@@ -78,7 +84,9 @@ fn bad_values_name_their_key() {
     assert!(err_text(&[("LIFECYCLE__AMQP__PREFECH", "1")]).contains("prefech"));
     assert!(err_text(&[("LIFECYCLE__NOPE__X", "1")]).contains("nope"));
     assert!(err_text(&[("LIFECYCLE__ECS__SIGNATURE", "md5")]).contains("signature"));
-    assert!(err_text(&[("LIFECYCLE__RETRY__REDELIVERY_DELAYS", "30")]).contains("redelivery_delays"));
+    assert!(
+        err_text(&[("LIFECYCLE__RETRY__REDELIVERY_DELAYS", "30")]).contains("redelivery_delays")
+    );
     assert!(err_text(&[("LIFECYCLE__HTTP__LISTEN", "nowhere")]).contains("http.listen"));
     assert!(
         err_text(&[("LIFECYCLE__ECS__ENDPOINT", "http://ecs.example.com")])
@@ -123,8 +131,11 @@ fn files_layer_in_order_and_missing_file_is_an_error() {
     let b = dir.path().join("b.toml");
     std::fs::write(&a, "[amqp]\nprefetch = 10\n[worker]\nconcurrency = 5\n").expect("write");
     std::fs::write(&b, "[amqp]\nprefetch = 20\n").expect("write");
-    let s = Settings::load(&[a.clone(), b.clone()], env(&[("LIFECYCLE__WORKER__CONCURRENCY", "9")]))
-        .expect("loads");
+    let s = Settings::load(
+        &[a.clone(), b.clone()],
+        env(&[("LIFECYCLE__WORKER__CONCURRENCY", "9")]),
+    )
+    .expect("loads");
     assert_eq!(s.amqp.prefetch, 20);
     assert_eq!(s.worker.concurrency, 9);
 

@@ -41,10 +41,7 @@ impl Worker {
             region = tracing::field::Empty,
             trace_id = %trace.trace_id,
         );
-        let batch = self
-            .process(&delivery, kind, &trace)
-            .instrument(span)
-            .await;
+        let batch = self.process(&delivery, kind, &trace).instrument(span).await;
         settle(&delivery, &publisher, batch, &self.metrics).await;
         self.metrics.in_flight.dec();
     }
@@ -62,6 +59,7 @@ impl Worker {
         )
     }
 
+    #[allow(clippy::result_large_err)] // the rejection is the common, cheap path
     fn read(&self, delivery: &Delivery, kind: CommandKind) -> Result<Command, Rejection> {
         let props = &delivery.properties;
         let envelope = Envelope {
@@ -103,7 +101,9 @@ impl Worker {
         let source_queue = self.topology.queue(kind).to_owned();
         let command = match self.read(delivery, kind) {
             Ok(c) => c,
-            Err(rejection) => return self.rejected(delivery, kind, &rejection, &source_queue, trace),
+            Err(rejection) => {
+                return self.rejected(delivery, kind, &rejection, &source_queue, trace);
+            }
         };
         let span = tracing::Span::current();
         span.record("command_id", command.id.as_str());
@@ -122,25 +122,37 @@ impl Worker {
             command::Action::LeakAlert(alert) => playbook::leak_alert::run(run, alert).await,
         };
         self.observe_credentials(&report);
-        self.settlement(delivery, &command, report, redeliveries, &source_queue, trace)
+        self.settlement(
+            delivery,
+            &command,
+            report,
+            redeliveries,
+            &source_queue,
+            trace,
+        )
     }
 
     /// A successful or permanently failing API answer proves the keys work;
     /// a credential failure proves they do not. Log once per change.
     fn observe_credentials(&self, report: &Report) {
-        match &report.end {
-            End::Park(error) => {
-                if self.health.set_credential_problem(Some(format!("{} ({})", error.code, error.message))) {
-                    warn!(code = %error.code, "credential or permission failure: commands wait in delayed retry and the worker reports not ready until a call succeeds");
-                }
+        let problem = match &report.end {
+            End::Park(error) => Some(format!("{} ({})", error.code, error.message)),
+            _ if report.attempts.values().any(|a| *a > 0) => None,
+            _ => return,
+        };
+        let bad = problem.is_some();
+        if self.health.set_credential_problem(problem) {
+            if bad {
+                warn!(
+                    "credential or permission failure: commands wait in delayed retry and the worker reports not ready until a call succeeds"
+                );
+            } else {
+                info!("ECS calls succeed again: credentials are usable, ready");
             }
-            _ if report.attempts.values().any(|a| *a > 0) => {
-                if self.health.set_credential_problem(None) {
-                    info!("ECS calls succeed again: credentials are usable, ready");
-                }
-            }
-            _ => {}
         }
+        self.metrics
+            .ready
+            .set(i64::from(self.health.readiness().ready));
     }
 
     fn rejected(
@@ -153,7 +165,8 @@ impl Worker {
     ) -> Vec<Outgoing> {
         let reason = rejection.reason.as_str();
         info!(kind = kind.as_str(), reason, "command rejected");
-        self.metrics.command(kind.as_str(), Outcome::Rejected.as_str());
+        self.metrics
+            .command(kind.as_str(), Outcome::Rejected.as_str());
         self.metrics
             .rejections
             .get_or_create(&crate::metrics::KindReason {
@@ -274,7 +287,10 @@ pub async fn settle(
                 metrics
                     .unroutable_events
                     .inc_by(u64::from(published.unroutable_events));
-                debug!(count = published.unroutable_events, "events had no bound queue");
+                debug!(
+                    count = published.unroutable_events,
+                    "events had no bound queue"
+                );
             }
             if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
                 // The channel is gone: the broker requeues the delivery and it is

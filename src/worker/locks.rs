@@ -50,7 +50,10 @@ impl Drop for TargetGuard {
         drop(self.guard.take());
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         // Only the map holds it now: nobody waits, forget the name.
-        if map.get(&self.key).is_some_and(|m| Arc::strong_count(m) == 1) {
+        if map
+            .get(&self.key)
+            .is_some_and(|m| Arc::strong_count(m) == 1)
+        {
             map.remove(&self.key);
         }
     }
@@ -65,10 +68,18 @@ mod tests {
     async fn same_key_serializes_other_keys_do_not() {
         let locks = KeyedLocks::default();
         let a = locks.lock("instance:mi-1".into()).await;
-        let other = tokio::time::timeout(Duration::from_millis(10), locks.lock("instance:mi-2".into())).await;
+        let other = tokio::time::timeout(
+            Duration::from_millis(10),
+            locks.lock("instance:mi-2".into()),
+        )
+        .await;
         assert!(other.is_ok(), "a different target is not blocked");
         drop(other);
-        let same = tokio::time::timeout(Duration::from_millis(10), locks.lock("instance:mi-1".into())).await;
+        let same = tokio::time::timeout(
+            Duration::from_millis(10),
+            locks.lock("instance:mi-1".into()),
+        )
+        .await;
         assert!(same.is_err(), "the same target waits");
         drop(a);
         let again = locks.lock("instance:mi-1".into()).await;

@@ -108,7 +108,9 @@ fn event_properties(event: &Event, headers: FieldTable) -> BasicProperties {
         .with_message_id(event.event_id.to_string().into())
         .with_type(event.kind.as_str().into())
         .with_app_id("lifecycle-worker".into())
-        .with_timestamp(u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0))
+        .with_timestamp(
+            u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0),
+        )
         .with_headers(headers)
 }
 
@@ -147,7 +149,10 @@ fn carried_headers(props: &BasicProperties, trace: &TraceContext) -> FieldTable 
     let mut headers = FieldTable::default();
     if let Some(original) = props.headers() {
         for (k, v) in original.inner() {
-            if !BOOKKEEPING.contains(&k.as_str()) && k.as_str() != "traceparent" && k.as_str() != "tracestate" {
+            if !BOOKKEEPING.contains(&k.as_str())
+                && k.as_str() != "traceparent"
+                && k.as_str() != "tracestate"
+            {
                 headers.insert(k.clone(), v.clone());
             }
         }
@@ -168,7 +173,10 @@ pub fn retry_copy(
     trace: &TraceContext,
 ) -> Outgoing {
     let mut headers = carried_headers(props, trace);
-    headers.insert(REDELIVERIES.into(), AMQPValue::LongLongInt(redeliveries.into()));
+    headers.insert(
+        REDELIVERIES.into(),
+        AMQPValue::LongLongInt(redeliveries.into()),
+    );
     let attempts = serde_json::to_string(attempts).unwrap_or_else(|_| "{}".into());
     headers.insert(ATTEMPTS.into(), long(&attempts));
     Outgoing {

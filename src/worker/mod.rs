@@ -158,8 +158,7 @@ impl Worker {
     }
 
     async fn connect(&self) -> Result<Connection, lapin::Error> {
-        let props = ConnectionProperties::default()
-            .with_connection_name("lifecycle-worker".into());
+        let props = ConnectionProperties::default().with_connection_name("lifecycle-worker".into());
         Connection::connect(self.settings.amqp.url.expose(), props).await
     }
 
@@ -174,7 +173,11 @@ impl Worker {
     }
 
     /// One connection's life: declare, consume, until lost or shut down.
-    async fn session(self: &Arc<Self>, connection: &Connection, tracker: &TaskTracker) -> SessionEnd {
+    async fn session(
+        self: &Arc<Self>,
+        connection: &Connection,
+        tracker: &TaskTracker,
+    ) -> SessionEnd {
         let shutdown = self.retrier.shutdown.clone();
         let publisher = match Publisher::open(connection).await {
             Ok(p) => p,
@@ -192,7 +195,11 @@ impl Worker {
             }
         }
         self.set_ready(None);
-        info!(prefetch = self.settings.amqp.prefetch, concurrency = self.settings.worker.concurrency, "consuming");
+        info!(
+            prefetch = self.settings.amqp.prefetch,
+            concurrency = self.settings.worker.concurrency,
+            "consuming"
+        );
         let session = CancellationToken::new();
         let mut loops = tokio::task::JoinSet::new();
         for (kind, channel, consumer) in consumers {
@@ -234,12 +241,20 @@ impl Worker {
     ) -> Result<(CommandKind, Channel, lapin::Consumer), lapin::Error> {
         let channel = connection.create_channel().await?;
         channel
-            .basic_qos(self.settings.amqp.prefetch, BasicQosOptions { global: false })
+            .basic_qos(
+                self.settings.amqp.prefetch,
+                BasicQosOptions { global: false },
+            )
             .await?;
         let consumer = channel
             .basic_consume(
                 self.topology.queue(kind).into(),
-                format!("lifecycle-worker-{}-{}", kind.as_str(), uuid::Uuid::new_v4().simple()).into(),
+                format!(
+                    "lifecycle-worker-{}-{}",
+                    kind.as_str(),
+                    uuid::Uuid::new_v4().simple()
+                )
+                .into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
@@ -285,7 +300,9 @@ impl Worker {
         // Stop the broker from sending more; unstarted prefetched deliveries
         // are requeued when the channel closes.
         let tag = consumer.tag();
-        let _ = channel.basic_cancel(tag, BasicCancelOptions::default()).await;
+        let _ = channel
+            .basic_cancel(tag, BasicCancelOptions::default())
+            .await;
         Ok(())
     }
 }

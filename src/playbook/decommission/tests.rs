@@ -20,7 +20,11 @@ async fn go(cloud: &FakeCloud, json: &str, prior: Attempts, last_chance: bool) -
     let Action::Decommission(order) = &c.action else {
         panic!("not a decommission")
     };
-    run(Run::new(&c, cloud, &r, prior).last_chance(last_chance), order).await
+    run(
+        Run::new(&c, cloud, &r, prior).last_chance(last_chance),
+        order,
+    )
+    .await
 }
 
 fn outcome(r: &Report) -> Outcome {
@@ -33,22 +37,42 @@ fn outcome(r: &Report) -> Outcome {
 #[tokio::test(start_paused = true)]
 async fn by_instance_id_uses_command_id_as_client_token_without_lookup() {
     let cloud = world();
-    let r = go(&cloud, r#"{"command_id":"c-1","region_id":"cn-hangzhou","instance_id":"mi-aaa1"}"#, Attempts::new(), false).await;
+    let r = go(
+        &cloud,
+        r#"{"command_id":"c-1","region_id":"cn-hangzhou","instance_id":"mi-aaa1"}"#,
+        Attempts::new(),
+        false,
+    )
+    .await;
     assert_eq!(outcome(&r), Outcome::Succeeded);
-    assert_eq!(cloud.calls(ApiAction::DeregisterManagedInstance), ["mi-aaa1|c-1"]);
+    assert_eq!(
+        cloud.calls(ApiAction::DeregisterManagedInstance),
+        ["mi-aaa1|c-1"]
+    );
     assert!(cloud.calls(ApiAction::DescribeManagedInstances).is_empty());
     assert!(!cloud.has_instance("mi-aaa1"));
     assert_eq!(r.events.len(), 1);
     assert_eq!(r.events[0].kind, EventType::InstanceDeregistered);
     assert_eq!(r.events[0].attempts, Some(1));
-    let term = r.terminal_event(&command(CommandKind::Decommission, r#"{"command_id":"c-1","region_id":"cn-hangzhou","instance_id":"mi-aaa1"}"#)).expect("terminal");
+    let term = r
+        .terminal_event(&command(
+            CommandKind::Decommission,
+            r#"{"command_id":"c-1","region_id":"cn-hangzhou","instance_id":"mi-aaa1"}"#,
+        ))
+        .expect("terminal");
     assert_eq!(term.kind, EventType::CommandCompleted);
 }
 
 #[tokio::test(start_paused = true)]
 async fn gone_instance_is_already_done() {
     let cloud = world();
-    let r = go(&cloud, r#"{"command_id":"c-2","region_id":"cn-hangzhou","instance_id":"mi-zzz9"}"#, Attempts::new(), false).await;
+    let r = go(
+        &cloud,
+        r#"{"command_id":"c-2","region_id":"cn-hangzhou","instance_id":"mi-zzz9"}"#,
+        Attempts::new(),
+        false,
+    )
+    .await;
     assert_eq!(outcome(&r), Outcome::Succeeded);
     assert_eq!(r.events[0].outcome, Outcome::AlreadyDone);
 }
@@ -56,14 +80,32 @@ async fn gone_instance_is_already_done() {
 #[tokio::test(start_paused = true)]
 async fn hostname_matches_case_insensitively_and_ambiguity_is_refused() {
     let cloud = world();
-    let r = go(&cloud, r#"{"command_id":"c-3","region_id":"cn-hangzhou","hostname":"web-2"}"#, Attempts::new(), false).await;
+    let r = go(
+        &cloud,
+        r#"{"command_id":"c-3","region_id":"cn-hangzhou","hostname":"web-2"}"#,
+        Attempts::new(),
+        false,
+    )
+    .await;
     assert_eq!(outcome(&r), Outcome::Failed);
-    assert_eq!(r.first_error.as_ref().map(|e| e.code.as_str()), Some("AmbiguousTarget"));
-    assert!(cloud.calls(ApiAction::DeregisterManagedInstance).is_empty(), "nothing deregistered");
+    assert_eq!(
+        r.first_error.as_ref().map(|e| e.code.as_str()),
+        Some("AmbiguousTarget")
+    );
+    assert!(
+        cloud.calls(ApiAction::DeregisterManagedInstance).is_empty(),
+        "nothing deregistered"
+    );
     // Paged through the whole region (3 instances, 2 per page).
     assert_eq!(cloud.calls(ApiAction::DescribeManagedInstances).len(), 2);
 
-    let r = go(&cloud, r#"{"command_id":"c-4","region_id":"cn-hangzhou","hostname":"web-2.","all_matches":true}"#, Attempts::new(), false).await;
+    let r = go(
+        &cloud,
+        r#"{"command_id":"c-4","region_id":"cn-hangzhou","hostname":"web-2.","all_matches":true}"#,
+        Attempts::new(),
+        false,
+    )
+    .await;
     assert_eq!(outcome(&r), Outcome::Succeeded);
     let calls = cloud.calls(ApiAction::DeregisterManagedInstance);
     assert_eq!(calls.len(), 2);
@@ -82,7 +124,13 @@ async fn hostname_matches_case_insensitively_and_ambiguity_is_refused() {
 #[tokio::test(start_paused = true)]
 async fn nothing_matching_is_already_done() {
     let cloud = world();
-    let r = go(&cloud, r#"{"command_id":"c-5","region_id":"cn-hangzhou","ip":"192.0.2.7"}"#, Attempts::new(), false).await;
+    let r = go(
+        &cloud,
+        r#"{"command_id":"c-5","region_id":"cn-hangzhou","ip":"192.0.2.7"}"#,
+        Attempts::new(),
+        false,
+    )
+    .await;
     assert_eq!(outcome(&r), Outcome::Succeeded);
     assert_eq!(r.steps[0].outcome, Outcome::AlreadyDone);
     assert!(r.events.is_empty());
@@ -91,7 +139,13 @@ async fn nothing_matching_is_already_done() {
 #[tokio::test(start_paused = true)]
 async fn dry_run_resolves_but_never_mutates() {
     let cloud = world();
-    let r = go(&cloud, r#"{"command_id":"c-6","region_id":"cn-hangzhou","instance_id":"mi-aaa1","dry_run":true}"#, Attempts::new(), false).await;
+    let r = go(
+        &cloud,
+        r#"{"command_id":"c-6","region_id":"cn-hangzhou","instance_id":"mi-aaa1","dry_run":true}"#,
+        Attempts::new(),
+        false,
+    )
+    .await;
     assert_eq!(outcome(&r), Outcome::DryRun);
     assert!(cloud.calls(ApiAction::DeregisterManagedInstance).is_empty());
     assert_eq!(cloud.calls(ApiAction::DescribeManagedInstances).len(), 1);
@@ -102,19 +156,45 @@ async fn dry_run_resolves_but_never_mutates() {
 #[tokio::test(start_paused = true)]
 async fn transient_errors_retry_then_redeliver_then_fail_on_last_chance() {
     let cloud = world();
-    cloud.fail(ApiAction::DeregisterManagedInstance, 2, api_error(500, "InternalError.Dispatch"));
-    let r = go(&cloud, r#"{"command_id":"c-7","region_id":"cn-hangzhou","instance_id":"mi-aaa1"}"#, Attempts::new(), false).await;
+    cloud.fail(
+        ApiAction::DeregisterManagedInstance,
+        2,
+        api_error(500, "InternalError.Dispatch"),
+    );
+    let r = go(
+        &cloud,
+        r#"{"command_id":"c-7","region_id":"cn-hangzhou","instance_id":"mi-aaa1"}"#,
+        Attempts::new(),
+        false,
+    )
+    .await;
     assert_eq!(outcome(&r), Outcome::Succeeded);
     assert_eq!(r.events[0].attempts, Some(3));
 
-    cloud.fail(ApiAction::DeregisterManagedInstance, 100, api_error(503, "ServiceUnavailable"));
-    let r = go(&cloud, r#"{"command_id":"c-8","region_id":"cn-hangzhou","instance_id":"mi-bbb2"}"#, Attempts::new(), false).await;
+    cloud.fail(
+        ApiAction::DeregisterManagedInstance,
+        100,
+        api_error(503, "ServiceUnavailable"),
+    );
+    let r = go(
+        &cloud,
+        r#"{"command_id":"c-8","region_id":"cn-hangzhou","instance_id":"mi-bbb2"}"#,
+        Attempts::new(),
+        false,
+    )
+    .await;
     assert!(matches!(r.end, End::Redeliver(_)), "{:?}", r.end);
     let first = r.attempts["deregister:mi-bbb2"];
     assert!(first > 1);
 
     // The last stage: attempts add up across processings and the step fails for good.
-    let r = go(&cloud, r#"{"command_id":"c-8","region_id":"cn-hangzhou","instance_id":"mi-bbb2"}"#, r.attempts.clone(), true).await;
+    let r = go(
+        &cloud,
+        r#"{"command_id":"c-8","region_id":"cn-hangzhou","instance_id":"mi-bbb2"}"#,
+        r.attempts.clone(),
+        true,
+    )
+    .await;
     assert_eq!(outcome(&r), Outcome::Failed);
     assert_eq!(r.events[0].kind, EventType::InstanceDeregistrationFailed);
     let total = r.events[0].attempts.expect("attempts");
@@ -125,18 +205,47 @@ async fn transient_errors_retry_then_redeliver_then_fail_on_last_chance() {
 #[tokio::test(start_paused = true)]
 async fn credential_failures_park_and_never_fail() {
     let cloud = world();
-    cloud.fail(ApiAction::DeregisterManagedInstance, 1, api_error(404, "InvalidAccessKeyId.NotFound"));
-    let r = go(&cloud, r#"{"command_id":"c-9","region_id":"cn-hangzhou","instance_id":"mi-aaa1"}"#, Attempts::new(), true).await;
+    cloud.fail(
+        ApiAction::DeregisterManagedInstance,
+        1,
+        api_error(404, "InvalidAccessKeyId.NotFound"),
+    );
+    let r = go(
+        &cloud,
+        r#"{"command_id":"c-9","region_id":"cn-hangzhou","instance_id":"mi-aaa1"}"#,
+        Attempts::new(),
+        true,
+    )
+    .await;
     assert!(matches!(r.end, End::Park(_)), "{:?}", r.end);
-    assert!(r.terminal_event(&command(CommandKind::Decommission, r#"{"command_id":"c-9","region_id":"cn-hangzhou","instance_id":"mi-aaa1"}"#)).is_none());
+    assert!(
+        r.terminal_event(&command(
+            CommandKind::Decommission,
+            r#"{"command_id":"c-9","region_id":"cn-hangzhou","instance_id":"mi-aaa1"}"#
+        ))
+        .is_none()
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn permanent_errors_fail_at_once() {
     let cloud = world();
-    cloud.fail(ApiAction::DeregisterManagedInstance, 1, api_error(403, "Operation.Forbidden"));
-    let r = go(&cloud, r#"{"command_id":"c-10","region_id":"cn-hangzhou","instance_id":"mi-aaa1"}"#, Attempts::new(), false).await;
+    cloud.fail(
+        ApiAction::DeregisterManagedInstance,
+        1,
+        api_error(403, "Operation.Forbidden"),
+    );
+    let r = go(
+        &cloud,
+        r#"{"command_id":"c-10","region_id":"cn-hangzhou","instance_id":"mi-aaa1"}"#,
+        Attempts::new(),
+        false,
+    )
+    .await;
     assert_eq!(outcome(&r), Outcome::Failed);
     assert_eq!(cloud.calls(ApiAction::DeregisterManagedInstance).len(), 1);
-    assert_eq!(r.first_error.as_ref().map(|e| e.code.as_str()), Some("Operation.Forbidden"));
+    assert_eq!(
+        r.first_error.as_ref().map(|e| e.code.as_str()),
+        Some("Operation.Forbidden")
+    );
 }

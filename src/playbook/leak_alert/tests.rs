@@ -33,11 +33,23 @@ fn kinds(r: &Report) -> Vec<EventType> {
 #[tokio::test(start_paused = true)]
 async fn unused_code_is_disabled_then_deleted() {
     let cloud = world();
-    let r = go(&cloud, &format!(r#"{{"command_id":"l-1","region_id":"cn-hangzhou","activation_id":"{UNUSED}"}}"#)).await;
-    assert!(matches!(r.end, End::Completed(Outcome::Succeeded)), "{:?}", r.end);
+    let r = go(
+        &cloud,
+        &format!(r#"{{"command_id":"l-1","region_id":"cn-hangzhou","activation_id":"{UNUSED}"}}"#),
+    )
+    .await;
+    assert!(
+        matches!(r.end, End::Completed(Outcome::Succeeded)),
+        "{:?}",
+        r.end
+    );
     assert_eq!(
         kinds(&r),
-        [EventType::ActivationDisabled, EventType::ActivationDeleted, EventType::ActivationExposureReport]
+        [
+            EventType::ActivationDisabled,
+            EventType::ActivationDeleted,
+            EventType::ActivationExposureReport
+        ]
     );
     assert_eq!(cloud.calls(ApiAction::DeleteActivation), [UNUSED]);
 }
@@ -50,7 +62,11 @@ async fn used_code_is_not_deleted_and_suspicious_ones_are_quarantined() {
         &format!(r#"{{"command_id":"l-2","region_id":"cn-hangzhou","activation_id":"{USED}","detected_at":"2026-11-20T00:00:00Z","quarantine":"suspicious"}}"#),
     )
     .await;
-    assert!(matches!(r.end, End::Completed(Outcome::Succeeded)), "{:?}", r.end);
+    assert!(
+        matches!(r.end, End::Completed(Outcome::Succeeded)),
+        "{:?}",
+        r.end
+    );
     assert!(cloud.calls(ApiAction::DeleteActivation).is_empty());
     assert_eq!(
         kinds(&r),
@@ -62,28 +78,53 @@ async fn used_code_is_not_deleted_and_suspicious_ones_are_quarantined() {
             EventType::ActivationExposureReport
         ]
     );
-    assert!(cloud.has_instance("mi-old1"), "registered before the leak: kept");
+    assert!(
+        cloud.has_instance("mi-old1"),
+        "registered before the leak: kept"
+    );
     assert!(!cloud.has_instance("mi-new1") && !cloud.has_instance("mi-new2"));
     let report = r.events.last().expect("report");
     assert_eq!(report.detail["suspicious_count"], 2);
     let instances = report.detail["instances"].as_array().expect("instances");
     assert_eq!(instances.len(), 3);
-    let old = instances.iter().find(|i| i["InstanceId"] == "mi-old1").expect("old");
+    let old = instances
+        .iter()
+        .find(|i| i["InstanceId"] == "mi-old1")
+        .expect("old");
     assert_eq!(old["suspicious"], false);
     assert_eq!(old["quarantine"], "not_requested");
-    let new = instances.iter().find(|i| i["InstanceId"] == "mi-new1").expect("new");
+    let new = instances
+        .iter()
+        .find(|i| i["InstanceId"] == "mi-new1")
+        .expect("new");
     assert_eq!(new["quarantine"], "deregistered");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_later_failure_does_not_hide_the_disable() {
     let cloud = world();
-    cloud.fail(ApiAction::DeleteActivation, 1, api_error(403, "Operation.Forbidden"));
-    let r = go(&cloud, &format!(r#"{{"command_id":"l-3","region_id":"cn-hangzhou","activation_id":"{UNUSED}"}}"#)).await;
-    assert!(matches!(r.end, End::Completed(Outcome::PartiallyFailed)), "{:?}", r.end);
+    cloud.fail(
+        ApiAction::DeleteActivation,
+        1,
+        api_error(403, "Operation.Forbidden"),
+    );
+    let r = go(
+        &cloud,
+        &format!(r#"{{"command_id":"l-3","region_id":"cn-hangzhou","activation_id":"{UNUSED}"}}"#),
+    )
+    .await;
+    assert!(
+        matches!(r.end, End::Completed(Outcome::PartiallyFailed)),
+        "{:?}",
+        r.end
+    );
     assert_eq!(
         kinds(&r),
-        [EventType::ActivationDisabled, EventType::ActivationDeleteFailed, EventType::ActivationExposureReport]
+        [
+            EventType::ActivationDisabled,
+            EventType::ActivationDeleteFailed,
+            EventType::ActivationExposureReport
+        ]
     );
 }
 
@@ -91,9 +132,16 @@ async fn a_later_failure_does_not_hide_the_disable() {
 async fn unknown_code_fails_disable_but_still_reports() {
     let cloud = world();
     let r = go(&cloud, r#"{"command_id":"l-4","region_id":"cn-hangzhou","activation_id":"00000000-0000-0000-0000-000000000000"}"#).await;
-    assert!(matches!(r.end, End::Completed(Outcome::PartiallyFailed)), "{:?}", r.end);
+    assert!(
+        matches!(r.end, End::Completed(Outcome::PartiallyFailed)),
+        "{:?}",
+        r.end
+    );
     assert_eq!(kinds(&r)[0], EventType::ActivationDisableFailed);
-    assert_eq!(r.first_error.as_ref().map(|e| e.code.as_str()), Some("ActivationId.NotFound"));
+    assert_eq!(
+        r.first_error.as_ref().map(|e| e.code.as_str()),
+        Some("ActivationId.NotFound")
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -104,10 +152,18 @@ async fn dry_run_reads_and_reports_but_changes_nothing() {
         &format!(r#"{{"command_id":"l-5","region_id":"cn-hangzhou","activation_id":"{USED}","quarantine":"all","dry_run":true}}"#),
     )
     .await;
-    assert!(matches!(r.end, End::Completed(Outcome::DryRun)), "{:?}", r.end);
+    assert!(
+        matches!(r.end, End::Completed(Outcome::DryRun)),
+        "{:?}",
+        r.end
+    );
     assert!(cloud.calls(ApiAction::DisableActivation).is_empty());
     assert!(cloud.calls(ApiAction::DeregisterManagedInstance).is_empty());
     assert_eq!(cloud.calls(ApiAction::DescribeActivations).len(), 1);
     assert!(cloud.has_instance("mi-old1"));
-    assert!(r.events.iter().all(|e| e.outcome == Outcome::DryRun || e.outcome == Outcome::Skipped));
+    assert!(
+        r.events
+            .iter()
+            .all(|e| e.outcome == Outcome::DryRun || e.outcome == Outcome::Skipped)
+    );
 }

@@ -494,7 +494,7 @@ mod tests {
         assert!(!s.insert("a", 1001));
         assert!(s.insert("b", 1001));
         // Past the window, "a" is forgotten and the store shrinks.
-        assert!(s.insert("c", 1000 + 2 * TIMESTAMP_WINDOW_SECS + 1));
+        assert!(s.insert("c", 1001 + 2 * TIMESTAMP_WINDOW_SECS + 1));
         assert_eq!(s.seen.len(), 1);
     }
 }

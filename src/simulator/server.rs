@@ -64,14 +64,6 @@ impl Shared {
         }
     }
 
-    /// The current outage mode, read by the listener for every new connection.
-    pub fn outage(&self) -> Option<Outage> {
-        self.faults
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .outage
-    }
-
     fn secret_for(&self, id: &str) -> Option<Secret> {
         self.keys
             .read()

@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 pub enum Outage {
     /// Every call answers 503 `ServiceUnavailable`.
     Unavailable,
-    /// New connections are closed at once and requests on open ones are aborted:
-    /// the client sees a transport failure.
+    /// API requests are aborted (the connection is closed without an answer):
+    /// the client sees a transport failure. The control plane keeps answering.
     Refuse,
 }
 

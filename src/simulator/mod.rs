@@ -164,13 +164,10 @@ pub async fn start(config: SimulatorConfig) -> Result<SimulatorHandle, Simulator
         config.allowed_regions,
         config.faults,
     ));
-    let app = server::router(shared.clone());
+    let app = server::router(shared);
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
-    let listener = OutageAwareListener {
-        inner: listener,
-        shared,
-    };
+    let listener = NoDelayListener { inner: listener };
     let task = tokio::spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
         if let Err(e) = serve.await {
@@ -180,26 +177,22 @@ pub async fn start(config: SimulatorConfig) -> Result<SimulatorHandle, Simulator
     Ok(SimulatorHandle { addr, cancel, task })
 }
 
-/// Accepts connections, closing them at once during a `refuse` outage.
-struct OutageAwareListener {
+/// Accepts connections with `TCP_NODELAY`, so small answers are not delayed.
+///
+/// A `refuse` outage is applied per API request (the connection is dropped without
+/// an answer), not here, so the control plane stays reachable to end the outage.
+struct NoDelayListener {
     inner: TcpListener,
-    shared: Arc<Shared>,
 }
 
-impl Listener for OutageAwareListener {
+impl Listener for NoDelayListener {
     type Io = TcpStream;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let (io, addr) = Listener::accept(&mut self.inner).await;
-            if self.shared.outage() == Some(Outage::Refuse) {
-                drop(io);
-                continue;
-            }
-            let _ = io.set_nodelay(true);
-            return (io, addr);
-        }
+        let (io, addr) = Listener::accept(&mut self.inner).await;
+        let _ = io.set_nodelay(true);
+        (io, addr)
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {

@@ -1,0 +1,316 @@
+//! The ECS client against the simulator over real HTTP, both signature kinds:
+//! every operation, and how each error path reaches the classification.
+
+use lifecycle_worker::command::{InstanceId, RegionId};
+use lifecycle_worker::credentials::Credentials;
+use lifecycle_worker::ecs::client::{EcsClient, Timeouts};
+use lifecycle_worker::ecs::endpoint::Endpoint;
+use lifecycle_worker::ecs::error::{ApiAction, ApiError, ErrorClass, TransportKind, classify};
+use lifecycle_worker::ecs::sign::SignatureVersion;
+use lifecycle_worker::playbook::{Cloud, InstanceFilter};
+use lifecycle_worker::secret::Secret;
+use lifecycle_worker::simulator::{self, FaultSettings, Seed, SimulatorConfig, SimulatorHandle};
+use std::time::Duration;
+
+const USED: &str = "4ECEEE12-56F1-4FBC-9AB1-890F12340001";
+const UNUSED: &str = "4ECEEE12-56F1-4FBC-9AB1-890F12340003";
+
+async fn sim() -> SimulatorHandle {
+    let seed = Seed::from_file("config/seed.json").expect("sample seed");
+    simulator::start(SimulatorConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        seed: Some(seed),
+        keys: vec![("testid".into(), Secret::new("testsecret"))],
+        allowed_regions: vec!["cn-hangzhou".into(), "cn-beijing".into()],
+        faults: FaultSettings::default(),
+    })
+    .await
+    .expect("simulator starts")
+}
+
+fn client(sim: &SimulatorHandle, version: SignatureVersion, secret: &str) -> EcsClient {
+    EcsClient::new(
+        Endpoint::from_setting(&sim.endpoint()).expect("endpoint"),
+        version,
+        Some(Credentials::static_key("testid", secret)),
+        Timeouts {
+            connect: Duration::from_secs(2),
+            request: Duration::from_secs(2),
+        },
+    )
+    .expect("client")
+}
+
+fn region(r: &str) -> RegionId {
+    RegionId::parse(r).expect("region")
+}
+
+fn code(e: &ApiError) -> &str {
+    e.code()
+}
+
+async fn post_faults(sim: &SimulatorHandle, body: serde_json::Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/_sim/faults", sim.endpoint()))
+        .json(&body)
+        .send()
+        .await
+        .expect("faults");
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+}
+
+#[tokio::test]
+async fn every_operation_with_both_signatures() {
+    for version in [
+        SignatureVersion::Acs3HmacSha256,
+        SignatureVersion::RpcHmacSha1,
+    ] {
+        let sim = sim().await;
+        let c = client(&sim, version, "testsecret");
+        let cloud = c.traced(Some(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+        ));
+        let hz = region("cn-hangzhou");
+
+        let page = cloud
+            .describe_instances(&hz, &InstanceFilter::ActivationId(USED.into()), None)
+            .await
+            .expect("describe");
+        assert!(!page.value.instances.is_empty(), "{version:?}");
+        assert!(page.request_id.is_some());
+
+        // Paging followed to the end through NextToken.
+        let mut all = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let p = cloud
+                .describe_instances(&hz, &InstanceFilter::All, token.as_deref())
+                .await
+                .expect("page");
+            all.extend(p.value.instances);
+            match p.value.next_token.filter(|t| !t.is_empty()) {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        assert!(all.len() >= 5, "{}", all.len());
+
+        let act = cloud
+            .describe_activation(&hz, UNUSED)
+            .await
+            .expect("describe activation")
+            .value
+            .expect("exists");
+        assert_eq!(act.registered_count, Some(0));
+        let disabled = cloud
+            .disable_activation(&hz, UNUSED)
+            .await
+            .expect("disable");
+        assert_eq!(disabled.value.and_then(|a| a.disabled), Some(true));
+        cloud.delete_activation(&hz, UNUSED).await.expect("delete");
+        let again = cloud
+            .delete_activation(&hz, UNUSED)
+            .await
+            .expect_err("gone");
+        assert_eq!(code(&again), "ActivationId.NotFound");
+        assert_eq!(
+            classify(ApiAction::DeleteActivation, &again),
+            ErrorClass::AlreadyDone
+        );
+
+        let in_use = cloud
+            .delete_activation(&hz, USED)
+            .await
+            .expect_err("in use");
+        assert_eq!(code(&in_use), "ActivationId.InUse");
+        assert_eq!(
+            classify(ApiAction::DeleteActivation, &in_use),
+            ErrorClass::Permanent
+        );
+
+        let id = InstanceId::parse(&all[0].instance_id).expect("id");
+        let first = cloud
+            .deregister(&hz, &id, "tok-1")
+            .await
+            .expect("deregister");
+        assert_eq!(
+            first.value.map(|i| i.instance_id),
+            Some(id.as_str().to_owned())
+        );
+        // Same token, same parameters: the first answer is replayed, no error.
+        cloud.deregister(&hz, &id, "tok-1").await.expect("replayed");
+        let gone = cloud.deregister(&hz, &id, "tok-2").await.expect_err("gone");
+        assert_eq!(code(&gone), "InvalidInstance.NotFound");
+        assert_eq!(gone.http_status(), Some(404));
+        assert_eq!(
+            classify(ApiAction::DeregisterManagedInstance, &gone),
+            ErrorClass::AlreadyDone
+        );
+
+        let missing = cloud
+            .disable_activation(&hz, "00000000-0000-0000-0000-000000000000")
+            .await
+            .expect_err("missing");
+        assert_eq!(
+            classify(ApiAction::DisableActivation, &missing),
+            ErrorClass::Permanent
+        );
+
+        let other = cloud
+            .disable_activation(&region("cn-shanghai"), USED)
+            .await
+            .expect_err("region");
+        assert_eq!(code(&other), "RegionId.ApiNotSupported");
+        sim.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn wrong_secret_and_revoked_key_are_credential_failures() {
+    let sim = sim().await;
+    let hz = region("cn-hangzhou");
+    for version in [
+        SignatureVersion::Acs3HmacSha256,
+        SignatureVersion::RpcHmacSha1,
+    ] {
+        let c = client(&sim, version, "wrong-secret");
+        let e = c
+            .traced(None)
+            .disable_activation(&hz, USED)
+            .await
+            .expect_err("bad secret");
+        assert_eq!(code(&e), "SignatureDoesNotMatch", "{version:?}");
+        assert_eq!(
+            classify(ApiAction::DisableActivation, &e),
+            ErrorClass::Credential
+        );
+        assert!(!format!("{e:?}").contains("wrong-secret"));
+    }
+    let r = reqwest::Client::new()
+        .delete(format!("{}/_sim/keys/testid", sim.endpoint()))
+        .send()
+        .await
+        .expect("revoke");
+    assert!(r.status().is_success());
+    let c = client(&sim, SignatureVersion::Acs3HmacSha256, "testsecret");
+    let e = c
+        .traced(None)
+        .disable_activation(&hz, USED)
+        .await
+        .expect_err("revoked");
+    assert!(code(&e).starts_with("InvalidAccessKeyId"), "{e:?}");
+    assert_eq!(
+        classify(ApiAction::DisableActivation, &e),
+        ErrorClass::Credential
+    );
+    assert!(!format!("{e:?} {e}").contains("testsecret"));
+
+    let none = EcsClient::new(
+        Endpoint::from_setting(&sim.endpoint()).expect("endpoint"),
+        SignatureVersion::Acs3HmacSha256,
+        None,
+        Timeouts {
+            connect: Duration::from_secs(1),
+            request: Duration::from_secs(1),
+        },
+    )
+    .expect("client");
+    let e = none
+        .traced(None)
+        .disable_activation(&hz, USED)
+        .await
+        .expect_err("no keys");
+    assert_eq!(
+        classify(ApiAction::DisableActivation, &e),
+        ErrorClass::Credential
+    );
+}
+
+#[tokio::test]
+async fn faults_reach_the_classification_with_retry_after() {
+    let sim = sim().await;
+    let hz = region("cn-hangzhou");
+    let c = client(&sim, SignatureVersion::Acs3HmacSha256, "testsecret");
+    let cloud = c.traced(None);
+    post_faults(
+        &sim,
+        serde_json::json!({"fail_next": [
+            {"action": "DisableActivation", "count": 1, "code": "Throttling.User", "status": 400, "retry_after_ms": 1500},
+            {"action": "DisableActivation", "count": 1, "code": "InternalError.Dispatch", "status": 500}
+        ]}),
+    )
+    .await;
+    let e = cloud
+        .disable_activation(&hz, USED)
+        .await
+        .expect_err("throttled");
+    assert_eq!(
+        classify(ApiAction::DisableActivation, &e),
+        ErrorClass::Transient {
+            throttled: true,
+            retry_after: Some(Duration::from_millis(1500))
+        }
+    );
+    let e = cloud
+        .disable_activation(&hz, USED)
+        .await
+        .expect_err("dispatch");
+    assert_eq!(code(&e), "InternalError.Dispatch");
+    assert_eq!(e.http_status(), Some(500));
+    assert!(e.request_id().is_some());
+    // Each attempt is signed afresh: the third call succeeds (no SignatureNonceUsed).
+    cloud.disable_activation(&hz, USED).await.expect("recovers");
+
+    post_faults(&sim, serde_json::json!({"latency_ms": 3000})).await;
+    let e = cloud
+        .disable_activation(&hz, USED)
+        .await
+        .expect_err("timeout");
+    assert!(
+        matches!(
+            e,
+            ApiError::Transport {
+                kind: TransportKind::Timeout,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn connection_refused_is_a_transient_transport_error() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    drop(listener);
+    let c = EcsClient::new(
+        Endpoint::from_setting(&format!("http://127.0.0.1:{port}")).expect("endpoint"),
+        SignatureVersion::Acs3HmacSha256,
+        Some(Credentials::static_key("testid", "testsecret")),
+        Timeouts {
+            connect: Duration::from_secs(1),
+            request: Duration::from_secs(1),
+        },
+    )
+    .expect("client");
+    let e = c
+        .traced(None)
+        .disable_activation(&region("cn-hangzhou"), USED)
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(
+            e,
+            ApiError::Transport {
+                kind: TransportKind::Connect,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(matches!(
+        classify(ApiAction::DisableActivation, &e),
+        ErrorClass::Transient { .. }
+    ));
+}

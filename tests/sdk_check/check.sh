@@ -14,13 +14,8 @@ fi
 "$venv/bin/pip" install -q alibabacloud-ecs20140526
 
 cd "$root"
-cargo build --locked --bin lifecycle-worker --example simulate
-# Prefer the real subcommand once main.rs has it; the example runs the same code.
-if ./target/debug/lifecycle-worker simulate --help 2>/dev/null | grep -q -- --allowed-regions; then
-  cmd=(./target/debug/lifecycle-worker simulate)
-else
-  cmd=(./target/debug/examples/simulate)
-fi
+cargo build --locked --bin lifecycle-worker
+cmd=(./target/debug/lifecycle-worker simulate)
 
 log="$(mktemp)"
 "${cmd[@]}" --listen 127.0.0.1:0 --seed config/seed.json >"$log" 2>&1 &

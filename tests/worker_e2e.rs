@@ -1,0 +1,182 @@
+//! End-to-end tests: the worker binary against RabbitMQ (a private vhost per
+//! test) and the in-process ECS simulator. See `tests/support/mod.rs`.
+
+mod support;
+
+use lapin::BasicProperties;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::{AMQPValue, FieldTable};
+use serde_json::{Value, json};
+use std::time::Duration;
+use support::*;
+
+const T: Duration = Duration::from_secs(30);
+
+fn dereg_calls(reqs: &[Value]) -> Vec<&Value> {
+    reqs.iter()
+        .filter(|r| r["action"] == "DeregisterManagedInstance")
+        .collect()
+}
+
+fn header<'a>(d: &'a lapin::message::Delivery, name: &str) -> Option<String> {
+    match d.properties.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decommission_by_instance_id() {
+    let env = Env::new(seed_instances(2)).await;
+    let _w = env.start_worker(&[]).await;
+    let id = new_id("c1");
+    env.send_json("decommission", &decommission(&id, &inst(0)))
+        .await;
+    let evs = env
+        .wait_for("command.completed", T, |e| completed(e, &id, "succeeded"))
+        .await;
+    let mine: Vec<&Ev> = evs.iter().filter(|e| e.command_id() == id).collect();
+    let types: Vec<&str> = mine.iter().map(|e| e.ty()).collect();
+    assert_eq!(
+        types,
+        ["instance.deregistered", "command.completed"],
+        "{mine:#?}"
+    );
+    for e in &mine {
+        assert_eq!(e.routing_key, e.ty(), "routing key = type");
+        assert_eq!(e.outcome(), "succeeded");
+        assert_eq!(e.body["command_kind"], "decommission");
+        assert_eq!(e.body["region_id"], REGION);
+    }
+    assert_eq!(mine[0].body["attempts"], 1);
+    // The command was acknowledged: nothing left on the queue, ready or not,
+    // once the worker is gone.
+    drop(_w);
+    let len_deadline = std::time::Instant::now() + T;
+    while env.queue_len("lifecycle.decommission").await != 0 {
+        assert!(std::time::Instant::now() < len_deadline, "queue not empty");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reqs = env.requests().await;
+    let calls = dereg_calls(&reqs);
+    assert_eq!(calls.len(), 1, "{reqs:#?}");
+    assert_eq!(calls[0]["params"]["ClientToken"], id.as_str());
+    assert_eq!(calls[0]["params"]["InstanceId"], inst(0).as_str());
+    let d = env.deregistrations().await;
+    assert_eq!(d.get(&inst(0)), Some(&json!(1)), "{d:?}");
+    assert_eq!(d.len(), 1, "{d:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_commands_are_dead_lettered_and_never_executed() {
+    let env = Env::new(seed_instances(2)).await;
+    let w = env.start_worker(&[]).await;
+    let garbage: &[u8] = b"\xff\xfenot json at all {";
+    let wrong_ct = decommission(&new_id("ct"), &inst(0));
+    let dup = format!(
+        r#"{{"command_id":"{}","region_id":"{REGION}","instance_id":"{}","instance_id":"{}"}}"#,
+        new_id("dup"),
+        inst(0),
+        inst(1)
+    )
+    .into_bytes();
+    let json_props = || BasicProperties::default().with_content_type("application/json".into());
+    env.publish(
+        "decommission",
+        garbage,
+        json_props().with_message_id("garbage-1".into()),
+    )
+    .await;
+    env.publish(
+        "decommission",
+        &wrong_ct,
+        BasicProperties::default().with_content_type("text/plain".into()),
+    )
+    .await;
+    env.publish("decommission", &dup, json_props()).await;
+    let rejected = |e: &[Ev]| e.iter().filter(|e| e.ty() == "command.rejected").count();
+    env.wait_for("3 rejections", T, |e| rejected(e) >= 3).await;
+    // Then a good command still works (and proves the worker is alive).
+    let good = new_id("good");
+    env.send_json("decommission", &decommission(&good, &inst(1)))
+        .await;
+    let evs = env
+        .wait_for("good command", T, |e| completed(e, &good, "succeeded"))
+        .await;
+    assert_eq!(rejected(&evs), 3, "exactly one rejection each: {evs:#?}");
+    for e in evs.iter().filter(|e| e.ty() == "command.rejected") {
+        assert_eq!(e.routing_key, "command.rejected");
+        assert_eq!(e.outcome(), "rejected");
+        assert!(e.body["reason"].is_string(), "{e:?}");
+    }
+    // Dead letters: byte-for-byte bodies, reason header.
+    let dls = env.drain_queue("lifecycle.dead-letter").await;
+    assert_eq!(dls.len(), 3, "three dead letters");
+    let mut bodies: Vec<Vec<u8>> = dls.iter().map(|d| d.data.clone()).collect();
+    bodies.sort();
+    let mut expected = vec![garbage.to_vec(), wrong_ct.clone(), dup.clone()];
+    expected.sort();
+    assert_eq!(bodies, expected);
+    for d in &dls {
+        assert_eq!(
+            header(d, "x-lifecycle-dead-letter-reason").as_deref(),
+            Some("rejected")
+        );
+        assert_eq!(
+            header(d, "x-lifecycle-source-queue").as_deref(),
+            Some("lifecycle.decommission")
+        );
+    }
+    // Only the good command reached the API.
+    let reqs = env.requests().await;
+    assert_eq!(reqs.len(), 1, "{reqs:#?}");
+    assert_eq!(reqs[0]["params"]["ClientToken"], good.as_str());
+    assert!(matches!(w.readyz().await, Some((200, _))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_to_gets_terminal_event_with_correlation_id() {
+    let env = Env::new(seed_instances(1)).await;
+    let _w = env.start_worker(&[]).await;
+    let q = env
+        .chan
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("reply queue");
+    let replies = collect_queue(&env.conn, q.name().as_str()).await;
+    let id = new_id("reply");
+    env.publish(
+        "decommission",
+        &decommission(&id, &inst(0)),
+        BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_reply_to(q.name().clone())
+            .with_correlation_id("corr-42".into())
+            .with_message_id("msg-7".into()),
+    )
+    .await;
+    env.wait_for("completion", T, |e| completed(e, &id, "succeeded"))
+        .await;
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let got = replies.lock().expect("lock").clone();
+        if let Some(r) = got.first() {
+            assert_eq!(got.len(), 1, "only the terminal event: {got:#?}");
+            assert_eq!(r.ty(), "command.completed");
+            assert_eq!(r.command_id(), id);
+            assert_eq!(r.correlation_id.as_deref(), Some("corr-42"));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no reply");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

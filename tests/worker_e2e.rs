@@ -180,3 +180,172 @@ async fn reply_to_gets_terminal_event_with_correlation_id() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Polls `f` until it returns `Some`.
+async fn until<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failure_goes_through_delayed_retry_then_completes() {
+    let env = Env::new(seed_instances(1)).await;
+    let w = env.start_worker(&[]).await;
+    // Fail every call until the command has been parked in the first retry queue,
+    // i.e. its immediate retries are exhausted.
+    env.set_faults(json!({"fail_next": [{
+        "action": "DeregisterManagedInstance", "count": 100000,
+        "code": "InternalError.Dispatch", "status": 500
+    }]}))
+    .await;
+    let id = new_id("transient");
+    env.send_json("decommission", &decommission(&id, &inst(0)))
+        .await;
+    until("a delayed-retry copy", T, || async {
+        (env.queue_len("lifecycle.retry.1s").await > 0).then_some(())
+    })
+    .await;
+    env.sim_send(reqwest::Method::DELETE, "/_sim/faults", None)
+        .await;
+    let evs = env
+        .wait_for("completion", T, |e| completed(e, &id, "succeeded"))
+        .await;
+    assert_eq!(count(&evs, &id, "command.completed"), 1, "{evs:#?}");
+    let reqs = env.requests().await;
+    let calls = dereg_calls(&reqs);
+    let failed = calls.iter().filter(|c| c["http_status"] == 500).count();
+    assert!(failed >= 2, "immediate retries happened: {calls:#?}");
+    assert_eq!(calls.last().map(|c| c["code"].clone()), Some(json!("OK")));
+    let dereg = evs
+        .iter()
+        .find(|e| e.command_id() == id && e.ty() == "instance.deregistered")
+        .expect("instance.deregistered");
+    assert_eq!(dereg.outcome(), "succeeded");
+    assert_eq!(
+        dereg.body["attempts"],
+        json!(calls.len()),
+        "attempts must count every API attempt across redeliveries ({} calls)",
+        calls.len()
+    );
+    assert!(
+        calls
+            .iter()
+            .all(|c| c["params"]["ClientToken"] == id.as_str())
+    );
+    let d = env.deregistrations().await;
+    assert_eq!(d.get(&inst(0)), Some(&json!(1)), "{d:?}");
+    assert!(env.drain_queue("lifecycle.dead-letter").await.is_empty());
+    drop(w);
+}
+
+const ACT: &str = "4ECEEE12-56F1-4FBC-9AB1-890F1234ABCD";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_failure_dead_letter_then_replay_completes() {
+    let env = Env::new(seed_instances(1)).await;
+    let _w = env.start_worker(&[]).await;
+    let id = new_id("leak");
+    let body = serde_json::to_vec(&json!({
+        "command_id": id, "region_id": REGION, "activation_id": ACT
+    }))
+    .expect("json");
+    env.send_json("leak-alert", &body).await;
+    let evs = env
+        .wait_for("failed completion", T, |e| {
+            e.iter()
+                .any(|e| e.command_id() == id && e.ty() == "command.completed")
+        })
+        .await;
+    let done = evs
+        .iter()
+        .find(|e| e.command_id() == id && e.ty() == "command.completed")
+        .expect("completed");
+    assert!(
+        matches!(done.outcome(), "failed" | "partially_failed"),
+        "{done:?}"
+    );
+    // The dead letter is there with the original body (list leaves it in place).
+    let dl = until("a dead letter", T, || async {
+        (env.queue_len("lifecycle.dead-letter").await == 1).then_some(())
+    });
+    dl.await;
+    let (code, out, err) = env.run_cli(&["dead-letters", "list"]).await;
+    assert_eq!(code, Some(0), "list failed: {err}");
+    assert!(out.contains(&id), "list shows the command: {out}");
+    // Fix the cause: the activation code now exists (never used).
+    let mut seed = seed_instances(1);
+    seed["Activations"] = json!([activation_json(ACT, 0)]);
+    env.sim_send(reqwest::Method::PUT, "/_sim/state", Some(seed))
+        .await;
+    let (code, _, err) = env.run_cli(&["dead-letters", "replay"]).await;
+    assert_eq!(code, Some(0), "replay failed: {err}");
+    let evs = env
+        .wait_for("second completion", T, |e| completed(e, &id, "succeeded"))
+        .await;
+    assert_eq!(count(&evs, &id, "command.completed"), 2, "{evs:#?}");
+    assert!(
+        evs.iter()
+            .any(|e| e.command_id() == id && e.ty() == "activation.disabled"),
+        "{evs:#?}"
+    );
+    assert_eq!(env.queue_len("lifecycle.dead-letter").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_credentials_wait_and_unready_then_recover() {
+    let env = Env::new(seed_instances(1)).await;
+    let w = env.start_worker(&[]).await;
+    env.sim_send(
+        reqwest::Method::DELETE,
+        &format!("/_sim/keys/{KEY_ID}"),
+        None,
+    )
+    .await;
+    let id = new_id("cred");
+    env.send_json("decommission", &decommission(&id, &inst(0)))
+        .await;
+    let body = w.wait_readyz(503, T).await;
+    assert!(body.len() > 2, "503 says why: {body}");
+    // Let it go through at least one delayed redelivery while still refused.
+    until("a retried refused call", T, || async {
+        let reqs = env.requests().await;
+        let refused = reqs
+            .iter()
+            .filter(|r| r["http_status"].as_u64().is_some_and(|s| s >= 400))
+            .count();
+        (refused >= 2).then_some(())
+    })
+    .await;
+    let evs = env.events_of(&id);
+    assert!(
+        evs.iter().all(|e| e.ty() != "command.completed"),
+        "a credential failure must not fail the command: {evs:#?}"
+    );
+    assert!(env.drain_queue("lifecycle.dead-letter").await.is_empty());
+    env.sim_send(
+        reqwest::Method::POST,
+        "/_sim/keys",
+        Some(json!({"AccessKeyId": KEY_ID, "AccessKeySecret": KEY_SECRET})),
+    )
+    .await;
+    let evs = env
+        .wait_for("completion", T, |e| completed(e, &id, "succeeded"))
+        .await;
+    assert_eq!(count(&evs, &id, "command.completed"), 1, "{evs:#?}");
+    w.wait_readyz(200, T).await;
+    let d = env.deregistrations().await;
+    assert_eq!(d.get(&inst(0)), Some(&json!(1)), "{d:?}");
+}

@@ -349,3 +349,165 @@ async fn revoked_credentials_wait_and_unready_then_recover() {
     let d = env.deregistrations().await;
     assert_eq!(d.get(&inst(0)), Some(&json!(1)), "{d:?}");
 }
+
+fn all_completed(evs: &[Ev], ids: &[String]) -> bool {
+    ids.iter().all(|id| {
+        evs.iter()
+            .any(|e| e.command_id() == id && e.ty() == "command.completed")
+    })
+}
+
+fn assert_succeeded_once_each(evs: &[Ev], ids: &[String]) {
+    for id in ids {
+        let outcomes: Vec<&str> = evs
+            .iter()
+            .filter(|e| e.command_id() == id && e.ty() == "command.completed")
+            .map(Ev::outcome)
+            .collect();
+        assert!(
+            !outcomes.is_empty() && outcomes.iter().all(|o| *o == "succeeded"),
+            "{id}: {outcomes:?}"
+        );
+    }
+}
+
+async fn assert_each_deregistered_once(env: &Env, n: usize) {
+    let d = env.deregistrations().await;
+    for i in 0..n {
+        assert_eq!(d.get(&inst(i)), Some(&json!(1)), "{}: {d:?}", inst(i));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_api_call_then_restart_completes_once() {
+    let env = Env::new(seed_instances(1)).await;
+    let w = env.start_worker(&[]).await;
+    env.set_faults(json!({"latency_ms": 2000})).await;
+    let id = new_id("crash");
+    env.send_json("decommission", &decommission(&id, &inst(0)))
+        .await;
+    // The worker has taken the command; its API call is now in flight.
+    until("the command to be taken", T, || async {
+        (env.queue_len("lifecycle.decommission").await == 0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        env.events_of(&id).is_empty(),
+        "killed too late: the call finished already"
+    );
+    drop(w); // SIGKILL
+    let _w2 = env.start_worker(&[]).await;
+    let evs = env
+        .wait_for("completion after restart", T, |e| {
+            e.iter()
+                .any(|e| e.command_id() == id && e.ty() == "command.completed")
+        })
+        .await;
+    let done = evs
+        .iter()
+        .find(|e| e.command_id() == id && e.ty() == "command.completed")
+        .expect("completed");
+    assert!(
+        matches!(done.outcome(), "succeeded" | "already_done"),
+        "{done:?}"
+    );
+    assert_each_deregistered_once(&env, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_connection_closed_mid_batch_loses_nothing() {
+    const N: usize = 20;
+    let env = Env::new(seed_instances(N)).await;
+    let w = env
+        .start_worker(&[("LIFECYCLE__WORKER__CONCURRENCY", "2")])
+        .await;
+    env.set_faults(json!({"latency_ms": 150})).await;
+    let ids: Vec<String> = (0..N).map(|i| new_id(&format!("batch{i}"))).collect();
+    for (i, id) in ids.iter().enumerate() {
+        env.send_json("decommission", &decommission(id, &inst(i)))
+            .await;
+    }
+    env.wait_for("a few completions", T, |e| {
+        e.iter().filter(|e| e.ty() == "command.completed").count() >= 2
+    })
+    .await;
+    let conns = env.worker_connections().await;
+    assert_eq!(conns.len(), 1, "one worker connection: {conns:?}");
+    let pid = conns[0].clone();
+    tokio::task::spawn_blocking(move || {
+        rabbitmqctl(&["-q", "close_connection", &pid, "test"]);
+    })
+    .await
+    .expect("join");
+    let before = env
+        .events()
+        .iter()
+        .filter(|e| e.ty() == "command.completed")
+        .count();
+    assert!(before < N, "closed too late: all done already");
+    let evs = env
+        .wait_for("all 20 completions", Duration::from_secs(60), |e| {
+            all_completed(e, &ids)
+        })
+        .await;
+    assert_succeeded_once_each(&evs, &ids);
+    w.wait_readyz(200, T).await;
+    assert_each_deregistered_once(&env, N).await;
+    assert!(w.stderr().len() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_commands_and_exits_zero() {
+    const N: usize = 5;
+    let env = Env::new(seed_instances(N)).await;
+    let mut w = env
+        .start_worker(&[("LIFECYCLE__WORKER__CONCURRENCY", "5")])
+        .await;
+    env.set_faults(json!({"latency_ms": 1000})).await;
+    let ids: Vec<String> = (0..N).map(|i| new_id(&format!("term{i}"))).collect();
+    for (i, id) in ids.iter().enumerate() {
+        env.send_json("decommission", &decommission(id, &inst(i)))
+            .await;
+    }
+    until("all commands taken", T, || async {
+        (env.queue_len("lifecycle.decommission").await == 0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    w.signal("-TERM");
+    let code = w.wait_exit(T).await;
+    assert_eq!(code, Some(0), "exit code; stderr: {}", w.stderr());
+    // Whatever was not finished must still be on the queue: a new worker ends it.
+    let _w2 = env.start_worker(&[]).await;
+    let evs = env
+        .wait_for("all completions", T, |e| all_completed(e, &ids))
+        .await;
+    assert_succeeded_once_each(&evs, &ids);
+    assert_each_deregistered_once(&env, N).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_compete_without_repeating_effects() {
+    const N: usize = 40;
+    let env = Env::new(seed_instances(N)).await;
+    let extra = [("LIFECYCLE__AMQP__PREFETCH", "4")];
+    let _a = env.start_worker(&extra).await;
+    let _b = env.start_worker(&extra).await;
+    env.set_faults(json!({"latency_ms": 20})).await;
+    let ids: Vec<String> = (0..N).map(|i| new_id(&format!("pair{i}"))).collect();
+    for (i, id) in ids.iter().enumerate() {
+        env.send_json("decommission", &decommission(id, &inst(i)))
+            .await;
+    }
+    let evs = env
+        .wait_for("all 40 completions", Duration::from_secs(60), |e| {
+            all_completed(e, &ids)
+        })
+        .await;
+    assert_succeeded_once_each(&evs, &ids);
+    assert_each_deregistered_once(&env, N).await;
+    let d = env.deregistrations().await;
+    assert_eq!(d.len(), N);
+    assert_eq!(env.worker_connections().await.len(), 2);
+}

@@ -576,15 +576,16 @@ impl Env {
             rabbitmqctl(&[
                 "-q",
                 "list_connections",
-                "-p",
-                &vhost,
                 "pid",
+                "vhost",
                 "client_properties",
             ])
         })
         .await
         .expect("join");
+        let vhost = &self.vhost.name;
         out.lines()
+            .filter(|l| l.split_whitespace().nth(1) == Some(vhost.as_str()))
             .filter(|l| l.contains("lifecycle-worker"))
             .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
             .filter(|p| p.starts_with('<'))

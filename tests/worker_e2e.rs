@@ -18,7 +18,7 @@ fn dereg_calls(reqs: &[Value]) -> Vec<&Value> {
         .collect()
 }
 
-fn header<'a>(d: &'a lapin::message::Delivery, name: &str) -> Option<String> {
+fn header(d: &lapin::message::Delivery, name: &str) -> Option<String> {
     match d.properties.headers().as_ref()?.inner().get(name)? {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
         AMQPValue::ShortString(s) => Some(s.to_string()),
@@ -454,7 +454,6 @@ async fn broker_connection_closed_mid_batch_loses_nothing() {
     assert_succeeded_once_each(&evs, &ids);
     w.wait_readyz(200, T).await;
     assert_each_deregistered_once(&env, N).await;
-    assert!(w.stderr().len() > 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

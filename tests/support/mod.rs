@@ -571,7 +571,6 @@ impl Env {
 
     /// The broker connections of workers (`connection_name` = lifecycle-worker) in this vhost.
     pub async fn worker_connections(&self) -> Vec<String> {
-        let vhost = self.vhost.name.clone();
         let out = tokio::task::spawn_blocking(move || {
             rabbitmqctl(&[
                 "-q",

@@ -1,0 +1,512 @@
+//! End-to-end tests: the worker binary against RabbitMQ (a private vhost per
+//! test) and the in-process ECS simulator. See `tests/support/mod.rs`.
+
+mod support;
+
+use lapin::BasicProperties;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::{AMQPValue, FieldTable};
+use serde_json::{Value, json};
+use std::time::Duration;
+use support::*;
+
+const T: Duration = Duration::from_secs(30);
+
+fn dereg_calls(reqs: &[Value]) -> Vec<&Value> {
+    reqs.iter()
+        .filter(|r| r["action"] == "DeregisterManagedInstance")
+        .collect()
+}
+
+fn header(d: &lapin::message::Delivery, name: &str) -> Option<String> {
+    match d.properties.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decommission_by_instance_id() {
+    let env = Env::new(seed_instances(2)).await;
+    let _w = env.start_worker(&[]).await;
+    let id = new_id("c1");
+    env.send_json("decommission", &decommission(&id, &inst(0)))
+        .await;
+    let evs = env
+        .wait_for("command.completed", T, |e| completed(e, &id, "succeeded"))
+        .await;
+    let mine: Vec<&Ev> = evs.iter().filter(|e| e.command_id() == id).collect();
+    let types: Vec<&str> = mine.iter().map(|e| e.ty()).collect();
+    assert_eq!(
+        types,
+        ["instance.deregistered", "command.completed"],
+        "{mine:#?}"
+    );
+    for e in &mine {
+        assert_eq!(e.routing_key, e.ty(), "routing key = type");
+        assert_eq!(e.outcome(), "succeeded");
+        assert_eq!(e.body["command_kind"], "decommission");
+        assert_eq!(e.body["region_id"], REGION);
+    }
+    assert_eq!(mine[0].body["attempts"], 1);
+    // The command was acknowledged: nothing left on the queue, ready or not,
+    // once the worker is gone.
+    drop(_w);
+    let len_deadline = std::time::Instant::now() + T;
+    while env.queue_len("lifecycle.decommission").await != 0 {
+        assert!(std::time::Instant::now() < len_deadline, "queue not empty");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reqs = env.requests().await;
+    let calls = dereg_calls(&reqs);
+    assert_eq!(calls.len(), 1, "{reqs:#?}");
+    assert_eq!(calls[0]["params"]["ClientToken"], id.as_str());
+    assert_eq!(calls[0]["params"]["InstanceId"], inst(0).as_str());
+    let d = env.deregistrations().await;
+    assert_eq!(d.get(&inst(0)), Some(&json!(1)), "{d:?}");
+    assert_eq!(d.len(), 1, "{d:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_commands_are_dead_lettered_and_never_executed() {
+    let env = Env::new(seed_instances(2)).await;
+    let w = env.start_worker(&[]).await;
+    let garbage: &[u8] = b"\xff\xfenot json at all {";
+    let wrong_ct = decommission(&new_id("ct"), &inst(0));
+    let dup = format!(
+        r#"{{"command_id":"{}","region_id":"{REGION}","instance_id":"{}","instance_id":"{}"}}"#,
+        new_id("dup"),
+        inst(0),
+        inst(1)
+    )
+    .into_bytes();
+    let json_props = || BasicProperties::default().with_content_type("application/json".into());
+    env.publish(
+        "decommission",
+        garbage,
+        json_props().with_message_id("garbage-1".into()),
+    )
+    .await;
+    env.publish(
+        "decommission",
+        &wrong_ct,
+        BasicProperties::default().with_content_type("text/plain".into()),
+    )
+    .await;
+    env.publish("decommission", &dup, json_props()).await;
+    let rejected = |e: &[Ev]| e.iter().filter(|e| e.ty() == "command.rejected").count();
+    env.wait_for("3 rejections", T, |e| rejected(e) >= 3).await;
+    // Then a good command still works (and proves the worker is alive).
+    let good = new_id("good");
+    env.send_json("decommission", &decommission(&good, &inst(1)))
+        .await;
+    let evs = env
+        .wait_for("good command", T, |e| completed(e, &good, "succeeded"))
+        .await;
+    assert_eq!(rejected(&evs), 3, "exactly one rejection each: {evs:#?}");
+    for e in evs.iter().filter(|e| e.ty() == "command.rejected") {
+        assert_eq!(e.routing_key, "command.rejected");
+        assert_eq!(e.outcome(), "rejected");
+        assert!(e.body["reason"].is_string(), "{e:?}");
+    }
+    // Dead letters: byte-for-byte bodies, reason header.
+    let dls = env.drain_queue("lifecycle.dead-letter").await;
+    assert_eq!(dls.len(), 3, "three dead letters");
+    let mut bodies: Vec<Vec<u8>> = dls.iter().map(|d| d.data.clone()).collect();
+    bodies.sort();
+    let mut expected = vec![garbage.to_vec(), wrong_ct.clone(), dup.clone()];
+    expected.sort();
+    assert_eq!(bodies, expected);
+    for d in &dls {
+        assert_eq!(
+            header(d, "x-lifecycle-dead-letter-reason").as_deref(),
+            Some("rejected")
+        );
+        assert_eq!(
+            header(d, "x-lifecycle-source-queue").as_deref(),
+            Some("lifecycle.decommission")
+        );
+    }
+    // Only the good command reached the API.
+    let reqs = env.requests().await;
+    assert_eq!(reqs.len(), 1, "{reqs:#?}");
+    assert_eq!(reqs[0]["params"]["ClientToken"], good.as_str());
+    assert!(matches!(w.readyz().await, Some((200, _))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_to_gets_terminal_event_with_correlation_id() {
+    let env = Env::new(seed_instances(1)).await;
+    let _w = env.start_worker(&[]).await;
+    let q = env
+        .chan
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("reply queue");
+    let replies = collect_queue(&env.conn, q.name().as_str()).await;
+    let id = new_id("reply");
+    env.publish(
+        "decommission",
+        &decommission(&id, &inst(0)),
+        BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_reply_to(q.name().clone())
+            .with_correlation_id("corr-42".into())
+            .with_message_id("msg-7".into()),
+    )
+    .await;
+    env.wait_for("completion", T, |e| completed(e, &id, "succeeded"))
+        .await;
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let got = replies.lock().expect("lock").clone();
+        if let Some(r) = got.first() {
+            assert_eq!(got.len(), 1, "only the terminal event: {got:#?}");
+            assert_eq!(r.ty(), "command.completed");
+            assert_eq!(r.command_id(), id);
+            assert_eq!(r.correlation_id.as_deref(), Some("corr-42"));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no reply");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls `f` until it returns `Some`.
+async fn until<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failure_goes_through_delayed_retry_then_completes() {
+    let env = Env::new(seed_instances(1)).await;
+    let w = env.start_worker(&[]).await;
+    // Fail every call until the command has been parked in the first retry queue,
+    // i.e. its immediate retries are exhausted.
+    env.set_faults(json!({"fail_next": [{
+        "action": "DeregisterManagedInstance", "count": 100000,
+        "code": "InternalError.Dispatch", "status": 500
+    }]}))
+    .await;
+    let id = new_id("transient");
+    env.send_json("decommission", &decommission(&id, &inst(0)))
+        .await;
+    until("a delayed-retry copy", T, || async {
+        (env.queue_len("lifecycle.retry.1s").await > 0).then_some(())
+    })
+    .await;
+    env.sim_send(reqwest::Method::DELETE, "/_sim/faults", None)
+        .await;
+    let evs = env
+        .wait_for("completion", T, |e| completed(e, &id, "succeeded"))
+        .await;
+    assert_eq!(count(&evs, &id, "command.completed"), 1, "{evs:#?}");
+    let reqs = env.requests().await;
+    let calls = dereg_calls(&reqs);
+    let failed = calls.iter().filter(|c| c["http_status"] == 500).count();
+    assert!(failed >= 2, "immediate retries happened: {calls:#?}");
+    assert_eq!(calls.last().map(|c| c["code"].clone()), Some(json!("OK")));
+    let dereg = evs
+        .iter()
+        .find(|e| e.command_id() == id && e.ty() == "instance.deregistered")
+        .expect("instance.deregistered");
+    assert_eq!(dereg.outcome(), "succeeded");
+    assert_eq!(
+        dereg.body["attempts"],
+        json!(calls.len()),
+        "attempts must count every API attempt across redeliveries ({} calls)",
+        calls.len()
+    );
+    assert!(
+        calls
+            .iter()
+            .all(|c| c["params"]["ClientToken"] == id.as_str())
+    );
+    let d = env.deregistrations().await;
+    assert_eq!(d.get(&inst(0)), Some(&json!(1)), "{d:?}");
+    assert!(env.drain_queue("lifecycle.dead-letter").await.is_empty());
+    drop(w);
+}
+
+const ACT: &str = "4ECEEE12-56F1-4FBC-9AB1-890F1234ABCD";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_failure_dead_letter_then_replay_completes() {
+    let env = Env::new(seed_instances(1)).await;
+    let _w = env.start_worker(&[]).await;
+    let id = new_id("leak");
+    let body = serde_json::to_vec(&json!({
+        "command_id": id, "region_id": REGION, "activation_id": ACT
+    }))
+    .expect("json");
+    env.send_json("leak-alert", &body).await;
+    let evs = env
+        .wait_for("failed completion", T, |e| {
+            e.iter()
+                .any(|e| e.command_id() == id && e.ty() == "command.completed")
+        })
+        .await;
+    let done = evs
+        .iter()
+        .find(|e| e.command_id() == id && e.ty() == "command.completed")
+        .expect("completed");
+    assert!(
+        matches!(done.outcome(), "failed" | "partially_failed"),
+        "{done:?}"
+    );
+    // The dead letter is there with the original body (list leaves it in place).
+    let dl = until("a dead letter", T, || async {
+        (env.queue_len("lifecycle.dead-letter").await == 1).then_some(())
+    });
+    dl.await;
+    let (code, out, err) = env.run_cli(&["dead-letters", "list"]).await;
+    assert_eq!(code, Some(0), "list failed: {err}");
+    assert!(out.contains(&id), "list shows the command: {out}");
+    // Fix the cause: the activation code now exists (never used).
+    let mut seed = seed_instances(1);
+    seed["Activations"] = json!([activation_json(ACT, 0)]);
+    env.sim_send(reqwest::Method::PUT, "/_sim/state", Some(seed))
+        .await;
+    let (code, _, err) = env.run_cli(&["dead-letters", "replay"]).await;
+    assert_eq!(code, Some(0), "replay failed: {err}");
+    let evs = env
+        .wait_for("second completion", T, |e| completed(e, &id, "succeeded"))
+        .await;
+    assert_eq!(count(&evs, &id, "command.completed"), 2, "{evs:#?}");
+    assert!(
+        evs.iter()
+            .any(|e| e.command_id() == id && e.ty() == "activation.disabled"),
+        "{evs:#?}"
+    );
+    assert_eq!(env.queue_len("lifecycle.dead-letter").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_credentials_wait_and_unready_then_recover() {
+    let env = Env::new(seed_instances(1)).await;
+    let w = env.start_worker(&[]).await;
+    env.sim_send(
+        reqwest::Method::DELETE,
+        &format!("/_sim/keys/{KEY_ID}"),
+        None,
+    )
+    .await;
+    let id = new_id("cred");
+    env.send_json("decommission", &decommission(&id, &inst(0)))
+        .await;
+    let body = w.wait_readyz(503, T).await;
+    assert!(body.len() > 2, "503 says why: {body}");
+    // Let it go through at least one delayed redelivery while still refused.
+    until("a retried refused call", T, || async {
+        let reqs = env.requests().await;
+        let refused = reqs
+            .iter()
+            .filter(|r| r["http_status"].as_u64().is_some_and(|s| s >= 400))
+            .count();
+        (refused >= 2).then_some(())
+    })
+    .await;
+    let evs = env.events_of(&id);
+    assert!(
+        evs.iter().all(|e| e.ty() != "command.completed"),
+        "a credential failure must not fail the command: {evs:#?}"
+    );
+    assert!(env.drain_queue("lifecycle.dead-letter").await.is_empty());
+    env.sim_send(
+        reqwest::Method::POST,
+        "/_sim/keys",
+        Some(json!({"AccessKeyId": KEY_ID, "AccessKeySecret": KEY_SECRET})),
+    )
+    .await;
+    let evs = env
+        .wait_for("completion", T, |e| completed(e, &id, "succeeded"))
+        .await;
+    assert_eq!(count(&evs, &id, "command.completed"), 1, "{evs:#?}");
+    w.wait_readyz(200, T).await;
+    let d = env.deregistrations().await;
+    assert_eq!(d.get(&inst(0)), Some(&json!(1)), "{d:?}");
+}
+
+fn all_completed(evs: &[Ev], ids: &[String]) -> bool {
+    ids.iter().all(|id| {
+        evs.iter()
+            .any(|e| e.command_id() == id && e.ty() == "command.completed")
+    })
+}
+
+fn assert_succeeded_once_each(evs: &[Ev], ids: &[String]) {
+    for id in ids {
+        let outcomes: Vec<&str> = evs
+            .iter()
+            .filter(|e| e.command_id() == id && e.ty() == "command.completed")
+            .map(Ev::outcome)
+            .collect();
+        assert!(
+            !outcomes.is_empty() && outcomes.iter().all(|o| *o == "succeeded"),
+            "{id}: {outcomes:?}"
+        );
+    }
+}
+
+async fn assert_each_deregistered_once(env: &Env, n: usize) {
+    let d = env.deregistrations().await;
+    for i in 0..n {
+        assert_eq!(d.get(&inst(i)), Some(&json!(1)), "{}: {d:?}", inst(i));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_api_call_then_restart_completes_once() {
+    let env = Env::new(seed_instances(1)).await;
+    let w = env.start_worker(&[]).await;
+    env.set_faults(json!({"latency_ms": 2000})).await;
+    let id = new_id("crash");
+    env.send_json("decommission", &decommission(&id, &inst(0)))
+        .await;
+    // The worker has taken the command; its API call is now in flight.
+    until("the command to be taken", T, || async {
+        (env.queue_len("lifecycle.decommission").await == 0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        env.events_of(&id).is_empty(),
+        "killed too late: the call finished already"
+    );
+    drop(w); // SIGKILL
+    let _w2 = env.start_worker(&[]).await;
+    let evs = env
+        .wait_for("completion after restart", T, |e| {
+            e.iter()
+                .any(|e| e.command_id() == id && e.ty() == "command.completed")
+        })
+        .await;
+    let done = evs
+        .iter()
+        .find(|e| e.command_id() == id && e.ty() == "command.completed")
+        .expect("completed");
+    assert!(
+        matches!(done.outcome(), "succeeded" | "already_done"),
+        "{done:?}"
+    );
+    assert_each_deregistered_once(&env, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_connection_closed_mid_batch_loses_nothing() {
+    const N: usize = 20;
+    let env = Env::new(seed_instances(N)).await;
+    let w = env
+        .start_worker(&[("LIFECYCLE__WORKER__CONCURRENCY", "2")])
+        .await;
+    env.set_faults(json!({"latency_ms": 150})).await;
+    let ids: Vec<String> = (0..N).map(|i| new_id(&format!("batch{i}"))).collect();
+    for (i, id) in ids.iter().enumerate() {
+        env.send_json("decommission", &decommission(id, &inst(i)))
+            .await;
+    }
+    env.wait_for("a few completions", T, |e| {
+        e.iter().filter(|e| e.ty() == "command.completed").count() >= 2
+    })
+    .await;
+    let conns = env.worker_connections().await;
+    assert_eq!(conns.len(), 1, "one worker connection: {conns:?}");
+    let pid = conns[0].clone();
+    tokio::task::spawn_blocking(move || {
+        rabbitmqctl(&["-q", "close_connection", &pid, "test"]);
+    })
+    .await
+    .expect("join");
+    let before = env
+        .events()
+        .iter()
+        .filter(|e| e.ty() == "command.completed")
+        .count();
+    assert!(before < N, "closed too late: all done already");
+    let evs = env
+        .wait_for("all 20 completions", Duration::from_secs(60), |e| {
+            all_completed(e, &ids)
+        })
+        .await;
+    assert_succeeded_once_each(&evs, &ids);
+    w.wait_readyz(200, T).await;
+    assert_each_deregistered_once(&env, N).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_commands_and_exits_zero() {
+    const N: usize = 5;
+    let env = Env::new(seed_instances(N)).await;
+    let mut w = env
+        .start_worker(&[("LIFECYCLE__WORKER__CONCURRENCY", "5")])
+        .await;
+    env.set_faults(json!({"latency_ms": 1000})).await;
+    let ids: Vec<String> = (0..N).map(|i| new_id(&format!("term{i}"))).collect();
+    for (i, id) in ids.iter().enumerate() {
+        env.send_json("decommission", &decommission(id, &inst(i)))
+            .await;
+    }
+    until("all commands taken", T, || async {
+        (env.queue_len("lifecycle.decommission").await == 0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    w.signal("-TERM");
+    let code = w.wait_exit(T).await;
+    assert_eq!(code, Some(0), "exit code; stderr: {}", w.stderr());
+    // Whatever was not finished must still be on the queue: a new worker ends it.
+    let _w2 = env.start_worker(&[]).await;
+    let evs = env
+        .wait_for("all completions", T, |e| all_completed(e, &ids))
+        .await;
+    assert_succeeded_once_each(&evs, &ids);
+    assert_each_deregistered_once(&env, N).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_compete_without_repeating_effects() {
+    const N: usize = 40;
+    let env = Env::new(seed_instances(N)).await;
+    let extra = [("LIFECYCLE__AMQP__PREFETCH", "4")];
+    let _a = env.start_worker(&extra).await;
+    let _b = env.start_worker(&extra).await;
+    env.set_faults(json!({"latency_ms": 20})).await;
+    let ids: Vec<String> = (0..N).map(|i| new_id(&format!("pair{i}"))).collect();
+    for (i, id) in ids.iter().enumerate() {
+        env.send_json("decommission", &decommission(id, &inst(i)))
+            .await;
+    }
+    let evs = env
+        .wait_for("all 40 completions", Duration::from_secs(60), |e| {
+            all_completed(e, &ids)
+        })
+        .await;
+    assert_succeeded_once_each(&evs, &ids);
+    assert_each_deregistered_once(&env, N).await;
+    let d = env.deregistrations().await;
+    assert_eq!(d.len(), N);
+    assert_eq!(env.worker_connections().await.len(), 2);
+}

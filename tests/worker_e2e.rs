@@ -422,14 +422,15 @@ async fn broker_connection_closed_mid_batch_loses_nothing() {
     let w = env
         .start_worker(&[("LIFECYCLE__WORKER__CONCURRENCY", "2")])
         .await;
-    env.set_faults(json!({"latency_ms": 150})).await;
+    // Slow enough that the batch outlasts two rabbitmqctl runs on a busy host.
+    env.set_faults(json!({"latency_ms": 400})).await;
     let ids: Vec<String> = (0..N).map(|i| new_id(&format!("batch{i}"))).collect();
     for (i, id) in ids.iter().enumerate() {
         env.send_json("decommission", &decommission(id, &inst(i)))
             .await;
     }
     env.wait_for("a few completions", T, |e| {
-        e.iter().filter(|e| e.ty() == "command.completed").count() >= 2
+        e.iter().any(|e| e.ty() == "command.completed")
     })
     .await;
     let conns = env.worker_connections().await;

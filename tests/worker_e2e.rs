@@ -462,12 +462,10 @@ async fn sigterm_finishes_in_flight_commands_and_exits_zero() {
     sigterm_scenario("3000", false).await;
 }
 
-/// Known worker bug (src/worker/mod.rs `session`): on shutdown it calls
-/// `drain(tracker)` before `tracker.close()`, and `TaskTracker::wait` only
-/// returns once the tracker is closed, so every SIGTERM waits out the whole
-/// `shutdown_grace_ms` even with nothing in flight.
+/// SIGTERM must not wait out the whole `shutdown_grace_ms` once in-flight work
+/// is done, and with concurrency 5 all 5 commands run at once (an idle queue's
+/// consumer must not hold a permit), so the first worker finishes all of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "worker bug: SIGTERM always waits out the full shutdown grace"]
 async fn sigterm_exits_promptly_once_in_flight_commands_finish() {
     sigterm_scenario("15000", true).await;
 }
@@ -502,6 +500,13 @@ async fn sigterm_scenario(grace_ms: &str, check_prompt: bool) {
         w.stderr()
     );
     assert_eq!(code, Some(0), "exit code; stderr: {}", w.stderr());
+    if check_prompt {
+        assert!(
+            all_completed(&env.events(), &ids),
+            "all {N} in-flight commands finish before exit; stderr: {}",
+            w.stderr()
+        );
+    }
     // Whatever was not finished must still be on the queue: a new worker ends it.
     let _w2 = env.start_worker(&[]).await;
     let evs = env

@@ -227,6 +227,9 @@ impl Worker {
                 info!("shutdown: consumers cancelled; finishing in-flight commands");
                 self.health.set_shutting_down();
                 self.metrics.ready.set(0);
+                // No session follows: close the tracker so the drain ends as soon
+                // as the last in-flight command settles, not at the grace deadline.
+                tracker.close();
                 self.drain(tracker).await;
                 SessionEnd::Shutdown
             }
@@ -274,13 +277,9 @@ impl Worker {
         tracker: TaskTracker,
     ) -> Result<(), String> {
         loop {
-            let permit = tokio::select! {
-                () = session.cancelled() => break,
-                p = Arc::clone(&self.permits).acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-            };
+            // Wait for a delivery first, then for a permit: an idle queue must not
+            // hold a permit the other queue's commands need. A delivery waiting for
+            // a permit is bounded by the prefetch and requeued if the session ends.
             let next = tokio::select! {
                 () = session.cancelled() => break,
                 next = consumer.next() => next,
@@ -289,6 +288,13 @@ impl Worker {
                 Some(Ok(d)) => d,
                 Some(Err(e)) => return Err(e.to_string()),
                 None => return Err("the broker cancelled the consumer".to_owned()),
+            };
+            let permit = tokio::select! {
+                () = session.cancelled() => break,
+                p = Arc::clone(&self.permits).acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
             };
             let worker = Arc::clone(&self);
             let publisher = publisher.clone();

@@ -70,6 +70,8 @@ pub struct Metrics {
     pub ready: Gauge,
     /// Events published with no queue bound to receive them.
     pub unroutable_events: Counter,
+    /// Mapped accounts whose role cannot be used right now.
+    pub degraded_accounts: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -94,6 +96,7 @@ impl Metrics {
         let reconnects = Counter::default();
         let ready = Gauge::default();
         let unroutable_events = Counter::default();
+        let degraded_accounts = Gauge::default();
         registry.register(
             "commands",
             "Commands handled, by kind and terminal outcome (rejected included)",
@@ -140,6 +143,11 @@ impl Metrics {
             "Events no queue was bound to receive",
             unroutable_events.clone(),
         );
+        registry.register(
+            "degraded_accounts",
+            "Mapped accounts whose role cannot be used; their commands wait",
+            degraded_accounts.clone(),
+        );
         Arc::new(Self {
             registry,
             commands,
@@ -152,6 +160,7 @@ impl Metrics {
             reconnects,
             ready,
             unroutable_events,
+            degraded_accounts,
         })
     }
 

@@ -3,7 +3,7 @@
 
 use lifecycle_worker::command::{InstanceId, RegionId};
 use lifecycle_worker::credentials::Credentials;
-use lifecycle_worker::ecs::client::{EcsClient, Timeouts};
+use lifecycle_worker::ecs::client::{EcsClient, Timeouts, TracedClient};
 use lifecycle_worker::ecs::endpoint::Endpoint;
 use lifecycle_worker::ecs::error::{ApiAction, ApiError, ErrorClass, TransportKind, classify};
 use lifecycle_worker::ecs::sign::SignatureVersion;
@@ -28,17 +28,32 @@ async fn sim() -> SimulatorHandle {
     .expect("simulator starts")
 }
 
-fn client(sim: &SimulatorHandle, version: SignatureVersion, secret: &str) -> EcsClient {
-    EcsClient::new(
+/// A client plus the credentials its calls are signed with.
+struct Client {
+    ecs: EcsClient,
+    creds: Credentials,
+}
+
+impl Client {
+    fn traced(&self, traceparent: Option<String>) -> TracedClient<'_> {
+        self.ecs.traced(self.creds.clone(), traceparent)
+    }
+}
+
+fn client(sim: &SimulatorHandle, version: SignatureVersion, secret: &str) -> Client {
+    let ecs = EcsClient::new(
         Endpoint::from_setting(&sim.endpoint()).expect("endpoint"),
         version,
-        Some(Credentials::static_key("testid", secret)),
         Timeouts {
             connect: Duration::from_secs(2),
             request: Duration::from_secs(2),
         },
     )
-    .expect("client")
+    .expect("client");
+    Client {
+        ecs,
+        creds: Credentials::static_key("testid", secret),
+    }
 }
 
 fn region(r: &str) -> RegionId {
@@ -204,26 +219,6 @@ async fn wrong_secret_and_revoked_key_are_credential_failures() {
         ErrorClass::Credential
     );
     assert!(!format!("{e:?} {e}").contains("testsecret"));
-
-    let none = EcsClient::new(
-        Endpoint::from_setting(&sim.endpoint()).expect("endpoint"),
-        SignatureVersion::Acs3HmacSha256,
-        None,
-        Timeouts {
-            connect: Duration::from_secs(1),
-            request: Duration::from_secs(1),
-        },
-    )
-    .expect("client");
-    let e = none
-        .traced(None)
-        .disable_activation(&hz, USED)
-        .await
-        .expect_err("no keys");
-    assert_eq!(
-        classify(ApiAction::DisableActivation, &e),
-        ErrorClass::Credential
-    );
 }
 
 #[tokio::test]
@@ -287,7 +282,6 @@ async fn connection_refused_is_a_transient_transport_error() {
     let c = EcsClient::new(
         Endpoint::from_setting(&format!("http://127.0.0.1:{port}")).expect("endpoint"),
         SignatureVersion::Acs3HmacSha256,
-        Some(Credentials::static_key("testid", "testsecret")),
         Timeouts {
             connect: Duration::from_secs(1),
             request: Duration::from_secs(1),
@@ -295,7 +289,7 @@ async fn connection_refused_is_a_transient_transport_error() {
     )
     .expect("client");
     let e = c
-        .traced(None)
+        .traced(Credentials::static_key("testid", "testsecret"), None)
         .disable_activation(&region("cn-hangzhou"), USED)
         .await
         .expect_err("refused");

@@ -3,7 +3,9 @@
 //! and stop cleanly on SIGTERM/SIGINT.
 
 use crate::credentials::Credentials;
-use crate::ecs::client::{EcsClient, Timeouts};
+use crate::credentials::identities::Identities;
+use crate::credentials::sts::StsClient;
+use crate::ecs::client::{EcsClient, Timeouts, http_client};
 use crate::ecs::endpoint::Endpoint;
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -98,16 +100,20 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         credentials = Some(creds);
         _simulator = Some(sim);
     }
-    let ecs = EcsClient::new(
-        endpoint,
+    let timeouts = Timeouts {
+        connect: Duration::from_millis(settings.ecs.connect_timeout_ms),
+        request: Duration::from_millis(settings.ecs.request_timeout_ms),
+    };
+    let ecs = EcsClient::new(endpoint, settings.ecs.signature, timeouts)
+        .context("building the HTTP client")?;
+    let sts = StsClient::new(
+        http_client(timeouts).context("building the HTTP client")?,
+        &settings.sts.endpoint,
         settings.ecs.signature,
-        credentials,
-        Timeouts {
-            connect: Duration::from_millis(settings.ecs.connect_timeout_ms),
-            request: Duration::from_millis(settings.ecs.request_timeout_ms),
-        },
     )
-    .context("building the HTTP client")?;
+    .context("sts.endpoint")?;
+    let roles = settings.accounts.roles.0.iter().cloned().collect();
+    let identities = Arc::new(Identities::new(credentials, roles, sts));
     let metrics = Metrics::new();
     let health = Health::new();
     let http_stop = CancellationToken::new();
@@ -120,7 +126,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     .await
     .with_context(|| format!("http.listen: cannot listen on {}", settings.http.listen))?;
     info!(%addr, "health and metrics listening");
-    let worker = crate::worker::Worker::new(settings.clone(), ecs, metrics, health, shutdown);
+    let worker =
+        crate::worker::Worker::new(settings.clone(), ecs, identities, metrics, health, shutdown);
     worker.run().await;
     http_stop.cancel();
     let _ = http.await;

@@ -16,7 +16,6 @@ use crate::command::{InstanceId, RegionId};
 use crate::credentials::Credentials;
 use crate::playbook::{Called, Cloud, InstanceFilter, InstancePage};
 use serde::de::DeserializeOwned;
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// The API version every call uses.
@@ -26,12 +25,15 @@ pub const API_VERSION: &str = "2014-05-26";
 pub const PAGE_SIZE: u32 = 50;
 
 /// A configured ECS client. Cheap to clone (the connection pool is shared).
+///
+/// It holds no credentials: each command resolves its identity (the default
+/// credentials, or a role session for its `account_id`) and calls through
+/// [`EcsClient::traced`].
 #[derive(Clone)]
 pub struct EcsClient {
     http: reqwest::Client,
     endpoint: Endpoint,
     signature: SignatureVersion,
-    credentials: Arc<RwLock<Option<Credentials>>>,
 }
 
 /// Timeouts for the HTTP client.
@@ -43,69 +45,53 @@ pub struct Timeouts {
     pub request: Duration,
 }
 
-impl EcsClient {
-    /// A client for `endpoint`, signing with `signature` and `credentials`
-    /// (`None`: every call fails as a credential problem until keys are set).
-    pub fn new(
-        endpoint: Endpoint,
-        signature: SignatureVersion,
-        credentials: Option<Credentials>,
-        timeouts: Timeouts,
-    ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(timeouts.connect)
-            .timeout(timeouts.request)
-            .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
-            .build()?;
-        Ok(Self {
-            http,
-            endpoint,
-            signature,
-            credentials: Arc::new(RwLock::new(credentials)),
-        })
-    }
+/// Builds the pooled HTTP client both the ECS and the STS clients use.
+pub fn http_client(timeouts: Timeouts) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(timeouts.connect)
+        .timeout(timeouts.request)
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .build()
+}
 
-    /// Replaces the credentials (key rotation without a restart).
-    pub fn set_credentials(&self, credentials: Option<Credentials>) {
-        if let Ok(mut slot) = self.credentials.write() {
-            *slot = credentials;
-        }
-    }
+/// One signed Alibaba OpenAPI call (RPC style: parameters in the query, empty
+/// body), shared by ECS and STS: sign afresh, send, read the error envelope.
+pub struct SignedCall<'a> {
+    /// The pooled client.
+    pub http: &'a reqwest::Client,
+    /// Base URL, e.g. `https://ecs.cn-beijing.aliyuncs.com`.
+    pub base: &'a str,
+    /// The Host header value (signed).
+    pub host: &'a str,
+    /// Signature scheme.
+    pub signature: SignatureVersion,
+    /// Who signs.
+    pub credentials: &'a Credentials,
+    /// API version, e.g. `2014-05-26`.
+    pub version: &'a str,
+    /// The action name.
+    pub action: &'a str,
+    /// The API parameters.
+    pub params: &'a [(String, String)],
+    /// W3C trace context to propagate.
+    pub traceparent: Option<&'a str>,
+}
 
-    fn current_credentials(&self) -> Result<Credentials, ApiError> {
-        self.credentials
-            .read()
-            .ok()
-            .and_then(|c| c.clone())
-            .ok_or_else(|| ApiError::Credentials {
-                message: "no Alibaba Cloud credentials are configured".into(),
-                code: None,
-            })
-    }
-
-    /// One signed attempt of `action` in `region`, decoded into `T`.
-    pub async fn call<T: DeserializeOwned>(
-        &self,
-        action: ApiAction,
-        region: &str,
-        mut params: Vec<(String, String)>,
-        traceparent: Option<&str>,
-    ) -> Result<(T, Option<String>), ApiError> {
-        let credentials = self.current_credentials()?;
-        params.push(("RegionId".into(), region.to_owned()));
-        let (base, host) = self.endpoint.resolve(region);
+impl SignedCall<'_> {
+    /// Sends the call and decodes a 2xx answer into `T`.
+    pub async fn send<T: DeserializeOwned>(&self) -> Result<(T, Option<String>), ApiError> {
         let nonce = sign::new_nonce();
         let timestamp = sign::timestamp_now();
         let accept = [("accept".to_owned(), "application/json".to_owned())];
         let signed = sign::sign(
             self.signature,
-            &credentials,
+            self.credentials,
             &SigningInput {
-                action: action.as_str(),
-                version: API_VERSION,
-                host: &host,
-                params: &params,
+                action: self.action,
+                version: self.version,
+                host: self.host,
+                params: self.params,
                 nonce: &nonce,
                 timestamp: &timestamp,
                 extra_signed_headers: &accept,
@@ -113,12 +99,12 @@ impl EcsClient {
         );
         let mut request = self
             .http
-            .post(format!("{base}/?{}", signed.query))
+            .post(format!("{}/?{}", self.base, signed.query))
             .header("accept", "application/json");
         for (name, value) in &signed.headers {
             request = request.header(name.as_str(), value.as_str());
         }
-        if let Some(tp) = traceparent {
+        if let Some(tp) = self.traceparent {
             request = request.header("traceparent", tp);
         }
         let response = request.send().await.map_err(transport)?;
@@ -133,7 +119,7 @@ impl EcsClient {
         if (200..300).contains(&status) {
             let value: T = serde_json::from_slice(&body).map_err(|e| ApiError::Decode {
                 http_status: status,
-                message: format!("{} answer: {e}", action.as_str()),
+                message: format!("{} answer: {e}", self.action),
                 request_id: request_id_of(&body),
             })?;
             return Ok((value, request_id_of(&body)));
@@ -160,11 +146,57 @@ impl EcsClient {
             },
         })
     }
+}
 
-    /// A view of this client that sends `traceparent` with every call.
-    pub fn traced(&self, traceparent: Option<String>) -> TracedClient<'_> {
+impl EcsClient {
+    /// A client for `endpoint`, signing with `signature`.
+    pub fn new(
+        endpoint: Endpoint,
+        signature: SignatureVersion,
+        timeouts: Timeouts,
+    ) -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            http: http_client(timeouts)?,
+            endpoint,
+            signature,
+        })
+    }
+
+    /// One signed attempt of `action` in `region`, decoded into `T`.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        credentials: &Credentials,
+        action: ApiAction,
+        region: &str,
+        mut params: Vec<(String, String)>,
+        traceparent: Option<&str>,
+    ) -> Result<(T, Option<String>), ApiError> {
+        params.push(("RegionId".into(), region.to_owned()));
+        let (base, host) = self.endpoint.resolve(region);
+        SignedCall {
+            http: &self.http,
+            base: &base,
+            host: &host,
+            signature: self.signature,
+            credentials,
+            version: API_VERSION,
+            action: action.as_str(),
+            params: &params,
+            traceparent,
+        }
+        .send()
+        .await
+    }
+
+    /// The client as one command sees it: its identity and its trace context.
+    pub fn traced(
+        &self,
+        credentials: Credentials,
+        traceparent: Option<String>,
+    ) -> TracedClient<'_> {
         TracedClient {
             client: self,
+            credentials,
             traceparent,
         }
     }
@@ -196,9 +228,10 @@ fn transport(e: reqwest::Error) -> ApiError {
     }
 }
 
-/// The client as the playbooks see it, carrying the command's trace context.
+/// The client as the playbooks see it, carrying the command's identity and trace context.
 pub struct TracedClient<'a> {
     client: &'a EcsClient,
+    credentials: Credentials,
     traceparent: Option<String>,
 }
 
@@ -210,7 +243,13 @@ impl TracedClient<'_> {
         params: Vec<(String, String)>,
     ) -> Result<(T, Option<String>), ApiError> {
         self.client
-            .call(action, region.as_str(), params, self.traceparent.as_deref())
+            .call(
+                &self.credentials,
+                action,
+                region.as_str(),
+                params,
+                self.traceparent.as_deref(),
+            )
             .await
     }
 }

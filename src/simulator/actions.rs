@@ -71,6 +71,8 @@ pub enum Answer {
     Instances(DescribeManagedInstancesResponse),
     /// `DescribeActivations`.
     Activations(DescribeActivationsResponse),
+    /// STS `AssumeRole`.
+    AssumeRole(crate::credentials::sts::AssumeRoleResponse),
 }
 
 /// The operations the simulator implements; anything else is `InvalidAction.NotFound`.

@@ -37,6 +37,7 @@ mod cli;
 pub mod faults;
 mod server;
 mod state;
+mod sts;
 
 pub use actions::ApiError;
 pub use cli::{KeyArg, SimulateArgs, run};

@@ -6,6 +6,7 @@
 use super::actions::{self, Answer, ApiError};
 use super::faults::{FaultSettings, Outage};
 use super::state::{Seed, StateView, World};
+use super::sts::Sts;
 use crate::ecs::model::ErrorEnvelope;
 use crate::ecs::sign::{self, IncomingRequest, SignatureVersion};
 use crate::secret::Secret;
@@ -34,6 +35,7 @@ pub struct Shared {
     pub(crate) keys: RwLock<HashMap<String, Secret>>,
     pub(crate) faults: RwLock<FaultSettings>,
     pub(crate) allowed_regions: Vec<String>,
+    pub(crate) sts: Mutex<Sts>,
     nonces: Mutex<NonceStore>,
     log: Mutex<VecDeque<LogEntry>>,
     seq: AtomicU64,
@@ -58,6 +60,7 @@ impl Shared {
             keys: RwLock::new(keys.into_iter().collect()),
             faults: RwLock::new(faults),
             allowed_regions,
+            sts: Mutex::new(Sts::default()),
             nonces: Mutex::new(NonceStore::default()),
             log: Mutex::new(VecDeque::new()),
             seq: AtomicU64::new(0),
@@ -70,6 +73,7 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(id)
             .cloned()
+            .or_else(|| lock(&self.sts).secret_for(id))
     }
 }
 
@@ -118,6 +122,9 @@ pub struct LogEntry {
     pub http_status: u16,
     /// The error code, or `OK`.
     pub code: String,
+    /// The role whose AssumeRole session signed the call, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
 }
 
 /// The router for both the API and the control plane.
@@ -131,6 +138,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
             get(get_faults).post(set_faults).delete(clear_faults),
         )
         .route("/_sim/keys", axum::routing::post(add_key))
+        .route(
+            "/_sim/roles",
+            axum::routing::post(put_role).delete(remove_role),
+        )
         .route("/_sim/keys/{id}", delete(revoke_key))
         .with_state(shared)
 }
@@ -188,6 +199,7 @@ struct Outcome {
     params: Vec<(String, String)>,
     key: Option<String>,
     version: Option<SignatureVersion>,
+    role_arn: Option<String>,
     result: Result<Answer, ApiError>,
 }
 
@@ -256,6 +268,7 @@ async fn api(
         signature_version: outcome.version,
         http_status: status,
         code,
+        role_arn: outcome.role_arn,
     };
     let mut log = lock(&sim.log);
     if log.len() >= LOG_CAPACITY {
@@ -290,6 +303,7 @@ fn handle(
         params: Vec::new(),
         key: None,
         version: None,
+        role_arn: None,
         result: Err(super::faults::unavailable()),
     };
     if outage == Some(Outage::Unavailable) {
@@ -318,6 +332,14 @@ fn handle(
     out.key = Some(call.access_key_id.clone());
     out.version = Some(call.signature_version);
     out.params = call.params;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    match lock(&sim.sts).check(&call.access_key_id, call.security_token.as_ref(), now) {
+        Ok(role) => out.role_arn = role,
+        Err(e) => {
+            out.result = Err(e);
+            return out;
+        }
+    }
     out.result = check_and_run(
         sim,
         &call.action,
@@ -358,6 +380,11 @@ fn check_and_run(
             "SignatureNonceUsed",
             "Specified signature nonce was used already.",
         ));
+    }
+    if action == "AssumeRole" {
+        return lock(&sim.sts)
+            .assume_role(params, time::OffsetDateTime::now_utc(), request_id)
+            .map(Answer::AssumeRole);
     }
     actions::precheck(action, params, &sim.allowed_regions)?;
     {
@@ -469,6 +496,38 @@ async fn revoke_key(State(sim): State<Arc<Shared>>, Path(id): Path<String>) -> S
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .remove(&id);
     if removed.is_some() {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::NOT_FOUND
+    }
+}
+
+/// The body of `POST /_sim/roles`.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct RoleRule {
+    role_arn: String,
+    #[serde(default)]
+    denied: bool,
+}
+
+async fn put_role(State(sim): State<Arc<Shared>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<RoleRule>(&body) {
+        Ok(r) if !r.role_arn.is_empty() => {
+            lock(&sim.sts).put_role(r.role_arn, r.denied);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(_) => bad_request("RoleArn must not be empty".into()),
+        Err(e) => bad_request(e.to_string()),
+    }
+}
+
+async fn remove_role(State(sim): State<Arc<Shared>>, RawQuery(query): RawQuery) -> StatusCode {
+    let arn = url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "RoleArn")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    if lock(&sim.sts).remove_role(&arn) {
         StatusCode::NO_CONTENT
     } else {
         StatusCode::NOT_FOUND

@@ -14,7 +14,7 @@ use super::messages::{self, DeadLetterInfo};
 use crate::auth;
 use crate::broker::publisher::{Outgoing, Publisher};
 use crate::command::{self, Command, CommandKind, Envelope, Rejection};
-use crate::event::{Event, Outcome};
+use crate::event::{Event, EventError, Outcome};
 use crate::playbook::{self, End, Report, Run};
 use crate::trace_context::TraceContext;
 use lapin::message::Delivery;
@@ -115,13 +115,30 @@ impl Worker {
         let stages = self.topology.delays.len();
         let last_chance = usize::try_from(redeliveries).unwrap_or(usize::MAX) >= stages;
         let prior = messages::prior_attempts(props);
-        let cloud = self.ecs.traced(Some(trace.traceparent()));
-        let run = Run::new(&command, &cloud, &self.retrier, prior).last_chance(last_chance);
-        let report = match &command.action {
-            command::Action::Decommission(order) => playbook::decommission::run(run, order).await,
-            command::Action::LeakAlert(alert) => playbook::leak_alert::run(run, alert).await,
+        let account = command.account_id.as_ref().map(|a| a.as_str());
+        let report = match self.identities.resolve(account).await {
+            Ok(credentials) => {
+                let cloud = self.ecs.traced(credentials, Some(trace.traceparent()));
+                let run = Run::new(&command, &cloud, &self.retrier, prior).last_chance(last_chance);
+                match &command.action {
+                    command::Action::Decommission(order) => {
+                        playbook::decommission::run(run, order).await
+                    }
+                    command::Action::LeakAlert(alert) => {
+                        playbook::leak_alert::run(run, alert).await
+                    }
+                }
+            }
+            // No identity to act with: the operator's problem; the command waits.
+            Err(e) => Report {
+                events: Vec::new(),
+                steps: Vec::new(),
+                attempts: prior,
+                end: End::Park(EventError::own(e.code(), e.message())),
+                first_error: None,
+            },
         };
-        self.observe_credentials(&report);
+        self.observe_credentials(account, &report);
         self.settlement(
             delivery,
             &command,
@@ -134,20 +151,42 @@ impl Worker {
 
     /// A successful or permanently failing API answer proves the keys work;
     /// a credential failure proves they do not. Log once per change.
-    fn observe_credentials(&self, report: &Report) {
+    fn observe_credentials(&self, account: Option<&str>, report: &Report) {
         let problem = match &report.end {
             End::Park(error) => Some(format!("{} ({})", error.code, error.message)),
             _ if report.attempts.values().any(|a| *a > 0) => None,
             _ => return,
         };
         let bad = problem.is_some();
-        if self.health.set_credential_problem(problem) {
-            if bad {
-                warn!(
-                    "credential or permission failure: commands wait in delayed retry and the worker reports not ready until a call succeeds"
-                );
-            } else {
-                info!("ECS calls succeed again: credentials are usable, ready");
+        match account {
+            // One account's role failing concerns that account's commands only:
+            // the worker stays ready and says so in /readyz and the metrics.
+            Some(account) => {
+                if self.health.set_account_problem(account, problem) {
+                    if bad {
+                        warn!(
+                            account,
+                            "the account's role cannot be used: its commands wait in delayed retry"
+                        );
+                    } else {
+                        info!(account, "the account's role works again");
+                    }
+                }
+                let degraded = self.health.readiness().degraded_accounts.len();
+                self.metrics
+                    .degraded_accounts
+                    .set(i64::try_from(degraded).unwrap_or(i64::MAX));
+            }
+            None => {
+                if self.health.set_credential_problem(problem) {
+                    if bad {
+                        warn!(
+                            "credential or permission failure: commands wait in delayed retry and the worker reports not ready until a call succeeds"
+                        );
+                    } else {
+                        info!("ECS calls succeed again: credentials are usable, ready");
+                    }
+                }
             }
         }
         self.metrics

@@ -17,6 +17,7 @@ pub use locks::KeyedLocks;
 use crate::broker::publisher::Publisher;
 use crate::broker::topology::Topology;
 use crate::command::{CommandKind, Policy};
+use crate::credentials::identities::Identities;
 use crate::ecs::client::EcsClient;
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -42,6 +43,7 @@ pub struct Worker {
     settings: Arc<Settings>,
     topology: Topology,
     ecs: EcsClient,
+    identities: Arc<Identities>,
     policy: Policy,
     retrier: Retrier,
     metrics: Arc<Metrics>,
@@ -63,6 +65,7 @@ impl Worker {
     pub fn new(
         settings: Arc<Settings>,
         ecs: EcsClient,
+        identities: Arc<Identities>,
         metrics: Arc<Metrics>,
         health: Health,
         shutdown: CancellationToken,
@@ -92,6 +95,7 @@ impl Worker {
             topology: Topology::from_settings(&settings),
             settings,
             ecs,
+            identities,
             policy,
             retrier,
             metrics,

@@ -2,6 +2,11 @@
 //!
 //! Kept apart from the signer because where credentials come from (settings,
 //! environment, STS sessions) changes independently of how requests are signed.
+//! [`identities`] decides which credentials a command uses; [`sts`] obtains
+//! role sessions.
+
+pub mod identities;
+pub mod sts;
 
 use crate::secret::Secret;
 

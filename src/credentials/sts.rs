@@ -2,9 +2,9 @@
 //! worker's own credentials (which may themselves be temporary: role chaining).
 
 use super::Credentials;
-use crate::ecs::client::SignedCall;
 use crate::ecs::error::ApiError;
 use crate::ecs::sign::SignatureVersion;
+use crate::ecs::transport::SignedCall;
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;

@@ -4,10 +4,12 @@
 //! - [`model`]: the API's JSON, tolerant of numbers and booleans sent as strings.
 //! - [`error`]: what a failed call means (the contract's classification table).
 //! - [`endpoint`]: regional endpoints or one override.
-//! - [`client`]: one signed attempt per call.
+//! - [`transport`]: one signed call over HTTP (shared with STS).
+//! - [`client`]: the ECS operations, one attempt per call.
 
 pub mod client;
 pub mod endpoint;
 pub mod error;
 pub mod model;
 pub mod sign;
+pub mod transport;

@@ -1,0 +1,149 @@
+//! One signed Alibaba OpenAPI call over HTTP, shared by the ECS and STS
+//! clients: sign afresh (new nonce and timestamp), send, and turn the answer
+//! into a value or a typed [`ApiError`] (envelope, `x-acs-retry-after`,
+//! transport failures without the signed URL).
+
+use super::error::{ApiError, TransportKind};
+use super::model::ErrorEnvelope;
+use super::sign::{self, SignatureVersion, SigningInput};
+use crate::credentials::Credentials;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+/// Timeouts for the HTTP client.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// TCP + TLS connect.
+    pub connect: Duration,
+    /// The whole request.
+    pub request: Duration,
+}
+
+/// Builds the pooled HTTP client both the ECS and the STS clients use.
+pub fn http_client(timeouts: Timeouts) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(timeouts.connect)
+        .timeout(timeouts.request)
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .build()
+}
+
+/// One signed Alibaba OpenAPI call (RPC style: parameters in the query, empty
+/// body), shared by ECS and STS: sign afresh, send, read the error envelope.
+pub struct SignedCall<'a> {
+    /// The pooled client.
+    pub http: &'a reqwest::Client,
+    /// Base URL, e.g. `https://ecs.cn-beijing.aliyuncs.com`.
+    pub base: &'a str,
+    /// The Host header value (signed).
+    pub host: &'a str,
+    /// Signature scheme.
+    pub signature: SignatureVersion,
+    /// Who signs.
+    pub credentials: &'a Credentials,
+    /// API version, e.g. `2014-05-26`.
+    pub version: &'a str,
+    /// The action name.
+    pub action: &'a str,
+    /// The API parameters.
+    pub params: &'a [(String, String)],
+    /// W3C trace context to propagate.
+    pub traceparent: Option<&'a str>,
+}
+
+impl SignedCall<'_> {
+    /// Sends the call and decodes a 2xx answer into `T`.
+    pub async fn send<T: DeserializeOwned>(&self) -> Result<(T, Option<String>), ApiError> {
+        let nonce = sign::new_nonce();
+        let timestamp = sign::timestamp_now();
+        let accept = [("accept".to_owned(), "application/json".to_owned())];
+        let signed = sign::sign(
+            self.signature,
+            self.credentials,
+            &SigningInput {
+                action: self.action,
+                version: self.version,
+                host: self.host,
+                params: self.params,
+                nonce: &nonce,
+                timestamp: &timestamp,
+                extra_signed_headers: &accept,
+            },
+        );
+        let mut request = self
+            .http
+            .post(format!("{}/?{}", self.base, signed.query))
+            .header("accept", "application/json");
+        for (name, value) in &signed.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        if let Some(tp) = self.traceparent {
+            request = request.header("traceparent", tp);
+        }
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("x-acs-retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_millis);
+        let body = response.bytes().await.map_err(transport)?;
+        if (200..300).contains(&status) {
+            let value: T = serde_json::from_slice(&body).map_err(|e| ApiError::Decode {
+                http_status: status,
+                message: format!("{} answer: {e}", self.action),
+                request_id: request_id_of(&body),
+            })?;
+            return Ok((value, request_id_of(&body)));
+        }
+        Err(match serde_json::from_slice::<ErrorEnvelope>(&body) {
+            Ok(envelope) if !envelope.code.is_empty() => ApiError::Api {
+                http_status: status,
+                code: envelope.code,
+                message: envelope.message,
+                request_id: Some(envelope.request_id).filter(|r| !r.is_empty()),
+                retry_after,
+            },
+            // No envelope: an HTTP-level failure (proxy, load balancer).
+            _ => ApiError::Api {
+                http_status: status,
+                code: if status >= 500 {
+                    "ServiceUnavailable".into()
+                } else {
+                    format!("Http{status}")
+                },
+                message: format!("HTTP {status} without an error envelope"),
+                request_id: None,
+                retry_after,
+            },
+        })
+    }
+}
+
+fn request_id_of(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Rid {
+        #[serde(rename = "RequestId")]
+        request_id: Option<String>,
+    }
+    serde_json::from_slice::<Rid>(body)
+        .ok()
+        .and_then(|r| r.request_id)
+}
+
+/// Maps a reqwest failure without its URL (the query carries a signature).
+fn transport(e: reqwest::Error) -> ApiError {
+    let kind = if e.is_timeout() {
+        TransportKind::Timeout
+    } else if e.is_connect() {
+        TransportKind::Connect
+    } else {
+        TransportKind::Other
+    };
+    ApiError::Transport {
+        kind,
+        message: e.without_url().to_string(),
+    }
+}

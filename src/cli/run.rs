@@ -4,6 +4,7 @@
 
 use crate::credentials::Credentials;
 use crate::credentials::identities::Identities;
+use crate::credentials::provider::Static;
 use crate::credentials::sts::StsClient;
 use crate::ecs::client::{EcsClient, Timeouts, http_client};
 use crate::ecs::endpoint::Endpoint;
@@ -113,7 +114,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     )
     .context("sts.endpoint")?;
     let roles = settings.accounts.roles.0.iter().cloned().collect();
-    let identities = Arc::new(Identities::new(credentials, roles, sts));
+    let identities = Arc::new(Identities::new(Arc::new(Static(credentials)), roles, sts));
     let metrics = Metrics::new();
     let health = Health::new();
     let http_stop = CancellationToken::new();

@@ -8,6 +8,7 @@
 //! burst of commands does not become a burst of AssumeRole calls.
 
 use super::Credentials;
+use super::provider::Provider;
 use super::sts::{Session, StsClient};
 use crate::ecs::error::ApiError;
 use std::collections::{BTreeMap, HashMap};
@@ -39,7 +40,7 @@ type Slot = Arc<tokio::sync::Mutex<Option<Cached>>>;
 
 /// Resolves a command's identity.
 pub struct Identities {
-    base: Option<Credentials>,
+    base: Arc<dyn Provider>,
     roles: BTreeMap<String, String>,
     sts: StsClient,
     slots: Mutex<HashMap<String, Slot>>,
@@ -48,13 +49,13 @@ pub struct Identities {
 
 impl Identities {
     /// `base`: the worker's own credentials; `roles`: account id → role ARN.
-    pub fn new(base: Option<Credentials>, roles: BTreeMap<String, String>, sts: StsClient) -> Self {
+    pub fn new(base: Arc<dyn Provider>, roles: BTreeMap<String, String>, sts: StsClient) -> Self {
         Self::with_clock(base, roles, sts, OffsetDateTime::now_utc)
     }
 
     /// As [`Identities::new`] with an injectable clock (tests).
     pub fn with_clock(
-        base: Option<Credentials>,
+        base: Arc<dyn Provider>,
         roles: BTreeMap<String, String>,
         sts: StsClient,
         clock: fn() -> OffsetDateTime,
@@ -68,18 +69,11 @@ impl Identities {
         }
     }
 
-    fn base(&self) -> Result<&Credentials, ApiError> {
-        self.base.as_ref().ok_or_else(|| ApiError::Credentials {
-            message: "no Alibaba Cloud credentials are configured".into(),
-            code: None,
-        })
-    }
-
     /// The credentials for a command in `account` (`None`: the worker's own).
     /// Errors are credential-class: the command waits, it never fails.
     pub async fn resolve(&self, account: Option<&str>) -> Result<Credentials, ApiError> {
         let Some(account) = account else {
-            return self.base().cloned();
+            return self.base.credentials().await;
         };
         let role = self
             .roles
@@ -98,9 +92,10 @@ impl Identities {
         if let Some(c) = cached.as_ref().filter(|c| !c.needs_renewal(now)) {
             return Ok(c.session.credentials.clone());
         }
+        let base = self.base.credentials().await?;
         let session = self
             .sts
-            .assume_role(self.base()?, role)
+            .assume_role(&base, role)
             .await
             .map_err(|e| match e {
                 // Every STS failure is the operator's problem for this account.
@@ -163,7 +158,11 @@ mod tests {
             crate::ecs::sign::SignatureVersion::Acs3HmacSha256,
         )
         .expect("sts");
-        let ids = Identities::new(None, BTreeMap::new(), sts);
+        let ids = Identities::new(
+            Arc::new(crate::credentials::provider::Static(None)),
+            BTreeMap::new(),
+            sts,
+        );
         assert!(matches!(
             ids.resolve(None).await,
             Err(ApiError::Credentials { .. })

@@ -6,6 +6,7 @@
 //! role sessions.
 
 pub mod identities;
+pub mod provider;
 pub mod sts;
 
 use crate::secret::Secret;

@@ -28,6 +28,7 @@ pub mod ecs;
 pub mod event;
 pub mod health;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod playbook;
 pub mod retry;

@@ -87,6 +87,8 @@ pub struct Settings {
 pub struct AmqpSettings {
     /// Broker URL; may carry a password, so it is a [`Secret`].
     pub url: Secret,
+    /// A file holding the broker URL, instead of `url`.
+    pub url_file: String,
     /// Unacknowledged deliveries per consumer.
     pub prefetch: u16,
     /// Queue type for command and retry queues.
@@ -148,6 +150,10 @@ pub struct EcsSettings {
     pub access_key_secret: Secret,
     /// Explicit STS token.
     pub security_token: Secret,
+    /// A file holding the AccessKey secret, instead of `access_key_secret`.
+    pub access_key_secret_file: String,
+    /// A file holding the STS token, instead of `security_token`.
+    pub security_token_file: String,
 }
 
 /// STS settings.
@@ -200,6 +206,17 @@ pub struct SecuritySettings {
     pub require_signed_commands: bool,
     /// Publisher keys, `key_id:secret`.
     pub command_keys: CommandKeys,
+    /// A file holding the publisher keys (same format), instead of `command_keys`.
+    pub command_keys_file: String,
+    /// AMQP `user_id`s allowed to publish commands (empty: any). RabbitMQ
+    /// checks `user_id` against the connection's user, so this cannot be forged.
+    pub allowed_publishers: StringList,
+    /// Most instances one command may deregister (`all_matches`, quarantine).
+    pub max_instances_per_command: u32,
+    /// Instance-id patterns (`*` globs) commands may act on (empty: any).
+    pub allowed_instance_ids: StringList,
+    /// Activation-id patterns commands may act on (empty: any).
+    pub allowed_activation_ids: StringList,
 }
 
 /// Leak-alert defaults.
@@ -291,9 +308,60 @@ impl Settings {
         let config = builder
             .build()
             .map_err(|e| SettingsError::invalid("configuration", e.to_string()))?;
-        let settings: Settings = config.try_deserialize().map_err(from_config_error)?;
+        let mut settings: Settings = config.try_deserialize().map_err(from_config_error)?;
+        settings.read_secret_files()?;
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// Secrets may come from files (`*_file` keys) so they need not sit in
+    /// the environment; a file replaces the inline value, and giving both is
+    /// an error (which one was meant?).
+    fn read_secret_files(&mut self) -> Result<(), SettingsError> {
+        fn read(key: &str, path: &str, inline_set: bool) -> Result<Option<String>, SettingsError> {
+            if path.is_empty() {
+                return Ok(None);
+            }
+            if inline_set {
+                return Err(SettingsError::invalid(
+                    key,
+                    "set either the value or its _file, not both",
+                ));
+            }
+            let text = std::fs::read_to_string(path).map_err(|e| SettingsError::File {
+                path: PathBuf::from(path),
+                reason: format!("{key}: {e}"),
+            })?;
+            Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned()))
+        }
+        if let Some(v) = read(
+            "ecs.access_key_secret_file",
+            &self.ecs.access_key_secret_file,
+            !self.ecs.access_key_secret.is_empty(),
+        )? {
+            self.ecs.access_key_secret = Secret::new(v);
+        }
+        if let Some(v) = read(
+            "ecs.security_token_file",
+            &self.ecs.security_token_file,
+            !self.ecs.security_token.is_empty(),
+        )? {
+            self.ecs.security_token = Secret::new(v);
+        }
+        if let Some(v) = read("amqp.url_file", &self.amqp.url_file, false)? {
+            self.amqp.url = Secret::new(v);
+        }
+        if let Some(v) = read(
+            "security.command_keys_file",
+            &self.security.command_keys_file,
+            !self.security.command_keys.is_empty(),
+        )? {
+            // One key per line or comma-separated, as in the variable.
+            let joined = v.lines().collect::<Vec<_>>().join(",");
+            self.security.command_keys = CommandKeys::parse(&joined)
+                .map_err(|reason| SettingsError::invalid("security.command_keys_file", reason))?;
+        }
+        Ok(())
     }
 
     /// Range and cross-field checks that serde types cannot express.
@@ -341,6 +409,10 @@ impl Settings {
                 "must name at least one region",
             ));
         }
+        positive(
+            "security.max_instances_per_command",
+            u64::from(self.security.max_instances_per_command),
+        )?;
         if self.security.require_signed_commands && self.security.command_keys.is_empty() {
             return Err(SettingsError::invalid(
                 "security.command_keys",

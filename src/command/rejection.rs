@@ -50,6 +50,12 @@ pub enum RejectReason {
     RegionNotAllowed,
     /// `account_id` is well-formed but has no role mapped.
     UnknownAccount,
+    /// The AMQP `user_id` is not in `security.allowed_publishers`; used by the worker.
+    PublisherNotAllowed,
+    /// The named instance or activation code matches none of the allowed
+    /// patterns (`security.allowed_instance_ids` / `allowed_activation_ids`);
+    /// used by the worker.
+    TargetNotAllowed,
 }
 
 impl RejectReason {
@@ -68,11 +74,13 @@ impl RejectReason {
             RejectReason::InvalidFields => "invalid_fields",
             RejectReason::RegionNotAllowed => "region_not_allowed",
             RejectReason::UnknownAccount => "unknown_account",
+            RejectReason::PublisherNotAllowed => "publisher_not_allowed",
+            RejectReason::TargetNotAllowed => "target_not_allowed",
         }
     }
 
     /// Every reason, for metrics that pre-register their label values.
-    pub const ALL: [RejectReason; 12] = [
+    pub const ALL: [RejectReason; 14] = [
         RejectReason::Unauthenticated,
         RejectReason::BodyTooLarge,
         RejectReason::InvalidContentType,
@@ -85,6 +93,15 @@ impl RejectReason {
         RejectReason::InvalidFields,
         RejectReason::RegionNotAllowed,
         RejectReason::UnknownAccount,
+        RejectReason::PublisherNotAllowed,
+        RejectReason::TargetNotAllowed,
+    ];
+
+    /// The reasons the worker decides after (or instead of) `parse`.
+    pub const WORKER: [RejectReason; 3] = [
+        RejectReason::Unauthenticated,
+        RejectReason::PublisherNotAllowed,
+        RejectReason::TargetNotAllowed,
     ];
 }
 

@@ -70,20 +70,29 @@ async fn execute<C: Cloud>(run: &mut Run<'_, C>, order: &Decommission) -> Result
                 })
                 .collect();
             let resolved = matches.len();
-            let outcome = match resolved {
-                0 => Outcome::AlreadyDone,
-                1 => Outcome::Succeeded,
-                _ if order.all_matches => Outcome::Succeeded,
-                _ => Outcome::Failed,
-            };
-            let error = (outcome == Outcome::Failed).then(|| {
-                EventError::own(
+            let max = run.limits.max_instances;
+            let error = match resolved {
+                0 | 1 => None,
+                _ if !order.all_matches => Some(EventError::own(
                     "AmbiguousTarget",
                     format!(
                         "the target matches {resolved} managed instances; set all_matches to deregister them all"
                     ),
-                )
-            });
+                )),
+                // Refused whole, not half-done: the limit bounds what one command can remove.
+                _ if resolved > max => Some(EventError::own(
+                    "TooManyInstances",
+                    format!(
+                        "the target matches {resolved} managed instances, more than security.max_instances_per_command ({max})"
+                    ),
+                )),
+                _ => None,
+            };
+            let outcome = match (resolved, &error) {
+                (_, Some(_)) => Outcome::Failed,
+                (0, None) => Outcome::AlreadyDone,
+                _ => Outcome::Succeeded,
+            };
             run.record(StepRecord {
                 step: RESOLVE,
                 target: None,
@@ -137,6 +146,33 @@ pub async fn deregister<C: Cloud>(
     token: &str,
 ) -> Result<Outcome, Interrupted> {
     let command: &Command = run.command;
+    if !run.limits.allows_instance(id.as_str()) {
+        let error = EventError::own(
+            "TargetNotAllowed",
+            "the instance id matches none of security.allowed_instance_ids",
+        );
+        run.events.push(
+            Event::for_command(
+                command,
+                EventType::InstanceDeregistrationFailed,
+                Outcome::Failed,
+            )
+            .with(
+                "instance",
+                described.unwrap_or_else(|| ManagedInstance::with_id(id.as_str())),
+            )
+            .with_error(error.clone()),
+        );
+        run.record(StepRecord {
+            step: ApiAction::DeregisterManagedInstance.as_str(),
+            target: Some(id.as_str().to_owned()),
+            outcome: Outcome::Failed,
+            attempts: 0,
+            request_id: None,
+            error: Some(error),
+        });
+        return Ok(Outcome::Failed);
+    }
     let fallback = || {
         described
             .clone()

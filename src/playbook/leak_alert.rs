@@ -254,17 +254,38 @@ async fn exposure<C: Cloud>(run: &mut Run<'_, C>, alert: &LeakAlert) -> Result<(
         None,
     ));
 
+    let wanted = |instance: &ManagedInstance| match alert.quarantine {
+        Quarantine::None => false,
+        Quarantine::Suspicious => is_suspicious(instance, alert.detected_at),
+        Quarantine::All => true,
+    };
+    let chosen = instances.iter().filter(|i| wanted(i)).count();
+    let max = run.limits.max_instances;
+    // Over the limit, quarantine is refused whole rather than done in part.
+    let refused = chosen > max;
+    if refused {
+        run.record(StepRecord {
+            step: "Quarantine",
+            target: Some(id.to_owned()),
+            outcome: Outcome::Failed,
+            attempts: 0,
+            request_id: None,
+            error: Some(EventError::own(
+                "TooManyInstances",
+                format!(
+                    "quarantine would deregister {chosen} instances, more than security.max_instances_per_command ({max})"
+                ),
+            )),
+        });
+    }
     let mut report = Vec::with_capacity(instances.len());
     for instance in instances {
         let suspicious = is_suspicious(&instance, alert.detected_at);
-        let wanted = match alert.quarantine {
-            Quarantine::None => false,
-            Quarantine::Suspicious => suspicious,
-            Quarantine::All => true,
-        };
+        let wanted = wanted(&instance);
         let parsed = InstanceId::parse(&instance.instance_id);
         let quarantine = match (wanted, parsed) {
             (false, _) => "not_requested",
+            (true, _) if refused => "refused",
             (true, Ok(mid)) => {
                 let token = client_token(&command.id, &mid);
                 match deregister(run, &mid, Some(instance.clone()), &token).await? {

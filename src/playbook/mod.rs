@@ -18,6 +18,7 @@ use crate::command::{Command, InstanceId, RegionId};
 use crate::ecs::error::{ApiAction, ApiError};
 use crate::ecs::model::{Activation, ManagedInstance};
 use crate::event::{Event, EventError, EventType, Outcome};
+use crate::limits::Limits;
 use crate::retry::{Retrier, StepEnd};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -182,6 +183,8 @@ pub struct Run<'a, C: Cloud> {
     pub first_error: Option<EventError>,
     /// No delayed redelivery is left: transient failures become failures.
     pub last_chance: bool,
+    /// What the command may touch.
+    pub limits: Limits,
 }
 
 /// A step whose immediate retries ended in a transient or credential failure:
@@ -210,7 +213,14 @@ impl<'a, C: Cloud> Run<'a, C> {
             attempts: prior,
             first_error: None,
             last_chance: false,
+            limits: Limits::default(),
         }
+    }
+
+    /// Applies blast-radius limits (the worker always does; unit tests may not).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Marks the processing as the last one the retry stages allow: a step

@@ -112,19 +112,36 @@ impl fmt::Debug for CommandKeys {
     }
 }
 
-impl<'de> Deserialize<'de> for CommandKeys {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        items(d)?
+impl CommandKeys {
+    /// Parses `key_id:secret` items (already split); never echoes an item,
+    /// since a malformed one may be a secret with a typo.
+    fn from_items(items: Vec<String>) -> Result<Self, String> {
+        items
             .into_iter()
             .map(|item| match item.split_once(':') {
                 Some((id, secret)) if !id.trim().is_empty() && !secret.is_empty() => {
                     Ok((id.trim().to_owned(), Secret::new(secret)))
                 }
-                // Never echo the item: it may be a secret with a typo.
-                _ => Err(de::Error::custom("each item must be key_id:secret")),
+                _ => Err("each item must be key_id:secret".to_owned()),
             })
             .collect::<Result<Vec<_>, _>>()
             .map(CommandKeys)
+    }
+
+    /// Parses a comma-separated `key_id:secret` list (e.g. a key file's contents).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        Self::from_items(
+            text.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for CommandKeys {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Self::from_items(items(d)?).map_err(de::Error::custom)
     }
 }
 

@@ -162,3 +162,63 @@ fn durations_round_trip_into_queue_names() {
     assert!(lists::parse_duration("s").is_err());
     assert!(lists::parse_duration("5 m").is_err());
 }
+
+#[test]
+fn secrets_can_come_from_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("secret");
+    let keys = dir.path().join("keys");
+    std::fs::write(&secret, "from-file-secret\n").expect("write");
+    std::fs::write(&keys, "k1:one\nk2:two\n").expect("write");
+    let s = Settings::load(
+        &[],
+        env(&[
+            (
+                "LIFECYCLE__ECS__ACCESS_KEY_SECRET_FILE",
+                secret.to_str().expect("utf-8"),
+            ),
+            (
+                "LIFECYCLE__SECURITY__COMMAND_KEYS_FILE",
+                keys.to_str().expect("utf-8"),
+            ),
+        ]),
+    )
+    .expect("loads");
+    assert_eq!(s.ecs.access_key_secret.expose(), "from-file-secret");
+    assert_eq!(s.security.command_keys.0.len(), 2);
+    assert_eq!(s.security.command_keys.0[1].1.expose(), "two");
+
+    let both = err_text(&[
+        ("LIFECYCLE__ECS__ACCESS_KEY_SECRET", "inline"),
+        (
+            "LIFECYCLE__ECS__ACCESS_KEY_SECRET_FILE",
+            secret.to_str().expect("utf-8"),
+        ),
+    ]);
+    assert!(both.contains("ecs.access_key_secret_file"), "{both}");
+    let missing = err_text(&[(
+        "LIFECYCLE__SECURITY__COMMAND_KEYS_FILE",
+        "/nonexistent/keys",
+    )]);
+    assert!(missing.contains("/nonexistent/keys"), "{missing}");
+    std::fs::write(&keys, "k1-without-secret-topsecret\n").expect("write");
+    let bad = err_text(&[(
+        "LIFECYCLE__SECURITY__COMMAND_KEYS_FILE",
+        keys.to_str().expect("utf-8"),
+    )]);
+    assert!(
+        bad.contains("command_keys_file") && !bad.contains("topsecret"),
+        "{bad}"
+    );
+}
+
+#[test]
+fn limits_settings() {
+    let s = Settings::load(&[], env(&[])).expect("defaults");
+    assert_eq!(s.security.max_instances_per_command, 20);
+    assert!(s.security.allowed_publishers.is_empty());
+    assert!(
+        err_text(&[("LIFECYCLE__SECURITY__MAX_INSTANCES_PER_COMMAND", "0")])
+            .contains("max_instances_per_command")
+    );
+}

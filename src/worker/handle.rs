@@ -13,7 +13,7 @@ use super::Worker;
 use super::messages::{self, DeadLetterInfo};
 use crate::auth;
 use crate::broker::publisher::{Outgoing, Publisher};
-use crate::command::{self, Command, CommandKind, Envelope, Rejection};
+use crate::command::{self, Command, CommandKind, Envelope, FieldError, RejectReason, Rejection};
 use crate::event::{Event, EventError, Outcome};
 use crate::playbook::{self, End, Report, Run};
 use crate::trace_context::TraceContext;
@@ -59,6 +59,52 @@ impl Worker {
         )
     }
 
+    /// Refusals decided before the body is trusted: the signature, then the
+    /// publisher. Each yields (reason, field, problem).
+    fn refusal(&self, delivery: &Delivery) -> Option<(RejectReason, &'static str, String)> {
+        if let Err(e) = self.authenticate(delivery) {
+            return Some((
+                RejectReason::Unauthenticated,
+                "signature",
+                format!("{e} ({})", e.as_str()),
+            ));
+        }
+        let publishers = &self.settings.security.allowed_publishers.0;
+        let user = delivery.properties.user_id().as_ref().map(|u| u.as_str());
+        if !publishers.is_empty() && !user.is_some_and(|u| publishers.iter().any(|p| p == u)) {
+            return Some((
+                RejectReason::PublisherNotAllowed,
+                "user_id",
+                "the AMQP user_id is not in security.allowed_publishers".to_owned(),
+            ));
+        }
+        None
+    }
+
+    /// Targets named outright must match the allowed patterns.
+    fn refused_target(&self, command: &Command) -> Option<FieldError> {
+        match &command.action {
+            command::Action::Decommission(d) => match &d.target {
+                command::Target::InstanceId(id) if !self.limits.allows_instance(id.as_str()) => {
+                    Some(FieldError::new(
+                        "instance_id",
+                        "matches none of security.allowed_instance_ids",
+                    ))
+                }
+                _ => None,
+            },
+            command::Action::LeakAlert(a)
+                if !self.limits.allows_activation(a.activation_id.as_str()) =>
+            {
+                Some(FieldError::new(
+                    "activation_id",
+                    "matches none of security.allowed_activation_ids",
+                ))
+            }
+            command::Action::LeakAlert(_) => None,
+        }
+    }
+
     #[allow(clippy::result_large_err)] // the rejection is the common, cheap path
     fn read(&self, delivery: &Delivery, kind: CommandKind) -> Result<Command, Rejection> {
         let props = &delivery.properties;
@@ -68,28 +114,33 @@ impl Worker {
             content_type: props.content_type().as_ref().map(|c| c.as_str()),
             message_id: props.message_id().as_ref().map(|m| m.as_str()),
         };
-        if let Err(e) = self.authenticate(delivery) {
-            // Never executed, and nothing from the unauthenticated body is trusted
-            // beyond what identifies it in the rejection.
-            let mut rejection = Rejection::unauthenticated(format!("{e} ({})", e.as_str()));
-            // Identify it as far as it can be read (CONTRACT section 5), but run nothing.
-            match command::parse(&envelope, &self.policy) {
-                Ok(c) => {
-                    rejection.command_id = Some(c.id);
-                    rejection.region_id = Some(c.region);
-                    rejection.account_id = c.account_id;
-                    rejection.audit = c.audit;
-                }
-                Err(r) => {
-                    rejection.command_id = r.command_id;
-                    rejection.region_id = r.region_id;
-                    rejection.account_id = r.account_id;
-                    rejection.audit = r.audit;
-                }
+        // Parsing is pure and bounded, so even an unauthenticated body is read,
+        // only to identify the rejection (CONTRACT section 5); nothing runs.
+        let parsed = command::parse(&envelope, &self.policy);
+        let (reason, error) = match (self.refusal(delivery), &parsed) {
+            (Some((reason, field, problem)), _) => (reason, FieldError::new(field, problem)),
+            (None, Ok(command)) => match self.refused_target(command) {
+                Some(error) => (RejectReason::TargetNotAllowed, error),
+                None => return parsed,
+            },
+            (None, Err(_)) => return parsed,
+        };
+        let mut rejection = Rejection::new(reason, error);
+        match parsed {
+            Ok(c) => {
+                rejection.command_id = Some(c.id);
+                rejection.region_id = Some(c.region);
+                rejection.account_id = c.account_id;
+                rejection.audit = c.audit;
             }
-            return Err(rejection);
+            Err(r) => {
+                rejection.command_id = r.command_id;
+                rejection.region_id = r.region_id;
+                rejection.account_id = r.account_id;
+                rejection.audit = r.audit;
+            }
         }
-        command::parse(&envelope, &self.policy)
+        Err(rejection)
     }
 
     async fn process(
@@ -119,7 +170,9 @@ impl Worker {
         let report = match self.identities.resolve(account).await {
             Ok(credentials) => {
                 let cloud = self.ecs.traced(credentials, Some(trace.traceparent()));
-                let run = Run::new(&command, &cloud, &self.retrier, prior).last_chance(last_chance);
+                let run = Run::new(&command, &cloud, &self.retrier, prior)
+                    .last_chance(last_chance)
+                    .limits(self.limits.clone());
                 match &command.action {
                     command::Action::Decommission(order) => {
                         playbook::decommission::run(run, order).await

@@ -20,6 +20,7 @@ use crate::command::{CommandKind, Policy};
 use crate::credentials::identities::Identities;
 use crate::ecs::client::EcsClient;
 use crate::health::Health;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::retry::{Retrier, RetryBudget, RetryPolicy};
 use crate::settings::Settings;
@@ -50,6 +51,7 @@ pub struct Worker {
     health: Health,
     locks: KeyedLocks,
     permits: Arc<Semaphore>,
+    limits: Limits,
 }
 
 /// Why a broker session ended.
@@ -91,6 +93,12 @@ impl Worker {
         let permits = Arc::new(Semaphore::new(
             usize::try_from(settings.worker.concurrency).unwrap_or(1),
         ));
+        let limits = Limits {
+            max_instances: usize::try_from(settings.security.max_instances_per_command)
+                .unwrap_or(usize::MAX),
+            instance_patterns: settings.security.allowed_instance_ids.0.clone(),
+            activation_patterns: settings.security.allowed_activation_ids.0.clone(),
+        };
         Arc::new(Self {
             topology: Topology::from_settings(&settings),
             settings,
@@ -102,6 +110,7 @@ impl Worker {
             health,
             locks: KeyedLocks::default(),
             permits,
+            limits,
         })
     }
 

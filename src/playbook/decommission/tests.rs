@@ -249,3 +249,53 @@ async fn permanent_errors_fail_at_once() {
         Some("Operation.Forbidden")
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn limits_refuse_too_many_and_disallowed_instances_without_calls() {
+    use crate::limits::Limits;
+    let cloud = world();
+    let json =
+        r#"{"command_id":"c-11","region_id":"cn-hangzhou","hostname":"web-2","all_matches":true}"#;
+    let c = command(CommandKind::Decommission, json);
+    let r = retrier();
+    let Action::Decommission(order) = &c.action else {
+        panic!("not a decommission")
+    };
+    let limits = Limits {
+        max_instances: 1,
+        ..Limits::default()
+    };
+    let report = run(
+        Run::new(&c, &cloud, &r, Attempts::new()).limits(limits),
+        order,
+    )
+    .await;
+    assert_eq!(outcome(&report), Outcome::Failed);
+    assert_eq!(
+        report.first_error.as_ref().map(|e| e.code.as_str()),
+        Some("TooManyInstances")
+    );
+    assert!(
+        cloud.calls(ApiAction::DeregisterManagedInstance).is_empty(),
+        "refused whole"
+    );
+
+    let limits = Limits {
+        instance_patterns: vec!["mi-bbb*".into()],
+        ..Limits::default()
+    };
+    let report = run(
+        Run::new(&c, &cloud, &r, Attempts::new()).limits(limits),
+        order,
+    )
+    .await;
+    assert_eq!(outcome(&report), Outcome::PartiallyFailed);
+    assert_eq!(cloud.calls(ApiAction::DeregisterManagedInstance).len(), 1);
+    assert!(cloud.has_instance("mi-ccc3"), "not allowed: untouched");
+    assert!(report.events.iter().any(|e| {
+        e.kind == EventType::InstanceDeregistrationFailed
+            && e.error
+                .as_ref()
+                .is_some_and(|x| x.code == "TargetNotAllowed")
+    }));
+}

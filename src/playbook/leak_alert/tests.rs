@@ -167,3 +167,44 @@ async fn dry_run_reads_and_reports_but_changes_nothing() {
             .all(|e| e.outcome == Outcome::DryRun || e.outcome == Outcome::Skipped)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn quarantine_over_the_limit_is_refused_whole() {
+    let cloud = world();
+    let json = format!(
+        r#"{{"command_id":"l-6","region_id":"cn-hangzhou","activation_id":"{USED}","quarantine":"all"}}"#
+    );
+    let c = command(CommandKind::LeakAlert, &json);
+    let r = retrier();
+    let Action::LeakAlert(alert) = &c.action else {
+        panic!("not a leak alert")
+    };
+    let limits = crate::limits::Limits {
+        max_instances: 2,
+        ..crate::limits::Limits::default()
+    };
+    let report = run(
+        Run::new(&c, &cloud, &r, Attempts::new()).limits(limits),
+        alert,
+    )
+    .await;
+    assert!(
+        matches!(report.end, End::Completed(Outcome::PartiallyFailed)),
+        "{:?}",
+        report.end
+    );
+    assert!(cloud.calls(ApiAction::DeregisterManagedInstance).is_empty());
+    assert_eq!(
+        cloud.calls(ApiAction::DisableActivation).len(),
+        1,
+        "the code is still shut off"
+    );
+    let exposure = report.events.last().expect("report");
+    assert!(
+        exposure.detail["instances"]
+            .as_array()
+            .expect("instances")
+            .iter()
+            .all(|i| i["quarantine"] == "refused")
+    );
+}

@@ -269,6 +269,9 @@ fn signed_props(key_id: Option<&str>, signature: Option<&str>, label: &str) -> B
         .with_headers(headers)
 }
 
+/// (label, body, key id, signature) of a command that must be refused.
+type Unauthentic = (&'static str, Vec<u8>, Option<&'static str>, Option<String>);
+
 const SECRETS: [&str; 3] = ["secret1", "secret2", KEY_SECRET];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,8 +288,7 @@ async fn signed_commands_are_required_and_no_secret_leaks() {
         ])
         .await;
     let body = |label: &str, i: usize| decommission(&format!("signed-{label}"), &inst(i));
-    // (label, body, key id, signature)
-    let mut bad: Vec<(&str, Vec<u8>, Option<&str>, Option<String>)> = Vec::new();
+    let mut bad: Vec<Unauthentic> = Vec::new();
     let b = body("unsigned", 0);
     bad.push(("unsigned", b, None, None));
     let b = body("no-key-id", 1);

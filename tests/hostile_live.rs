@@ -99,41 +99,64 @@ fn correlation(d: &lapin::message::Delivery) -> String {
         .unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_corpus_is_rejected_live_without_any_api_call() {
+/// How the corpus is sent to the worker.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Signing {
+    /// Signatures not required; no signature headers.
+    NotRequired,
+    /// Signatures required, none given: every case is `unauthenticated`.
+    Unsigned,
+    /// Signatures required and given (k1): each case keeps its own reason.
+    SignedK1,
+}
+
+/// Publishes every corpus case and checks: exactly one `command.rejected` each,
+/// with the expected reason, no API call, one dead letter each (drained).
+async fn replay_corpus(env: &Env, signing: Signing) {
     let cases = load();
     let n = cases.len();
     assert!(n >= 60, "corpus has {n} cases");
-    let env = Env::new(seed_instances(1)).await;
-    let w = env.start_worker(&[]).await;
-    let (reply_to, replies) = reply_queue(&env).await;
+    let base = env.events().len();
+    let (reply_to, replies) = reply_queue(env).await;
     // Each case is labelled by its correlation id (its name) and asks for a
     // reply, so its terminal event can be matched without touching message_id
     // (which would change the missing_command_id cases).
     for case in &cases {
+        let body = case.body();
         let mut props = BasicProperties::default()
             .with_reply_to(reply_to.as_str().into())
             .with_correlation_id(case.name.as_str().into());
+        if signing == Signing::SignedK1 {
+            props = props.with_headers(sig_headers(Some("k1"), Some(&hmac_hex("secret1", &body))));
+        }
         if let Some(ct) = &case.content_type {
             props = props.with_content_type(ct.as_str().into());
         }
         if let Some(id) = &case.message_id {
             props = props.with_message_id(id.as_str().into());
         }
-        env.publish(&case.kind, &case.body(), props).await;
+        env.publish(&case.kind, &body, props).await;
     }
     let got = wait_events(&replies, "one reply per case", T, |r| r.len() >= n).await;
     let evs = env
         .wait_for("one command.rejected per case", T, |e| {
-            e.iter().filter(|e| e.ty() == "command.rejected").count() >= n
+            e[base..]
+                .iter()
+                .filter(|e| e.ty() == "command.rejected")
+                .count()
+                >= n
         })
         .await;
     // Give a duplicate the chance to show up.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let got_now = replies.lock().expect("lock").clone();
     assert_eq!(got_now.len(), n, "exactly one reply per case");
-    let evs_now = env.events();
-    assert_eq!(evs_now.len(), evs.len(), "no event after the rejections");
+    let evs_now = env.events().split_off(base);
+    assert_eq!(
+        evs_now.len(),
+        evs.len() - base,
+        "no event after the rejections"
+    );
     assert!(
         evs_now.iter().all(|e| e.ty() == "command.rejected"),
         "only rejections: {:#?}",
@@ -162,10 +185,14 @@ async fn hostile_corpus_is_rejected_live_without_any_api_call() {
         if r.ty() != "command.rejected" || r.outcome() != "rejected" {
             failures.push(format!("{}: {} {}", case.name, r.ty(), r.outcome()));
         }
-        if r.body["reason"] != case.reason.as_str() {
+        let reason = match signing {
+            Signing::Unsigned => "unauthenticated",
+            _ => case.reason.as_str(),
+        };
+        if r.body["reason"] != reason {
             failures.push(format!(
-                "{}: reason {} (expected {})",
-                case.name, r.body["reason"], case.reason
+                "{}: reason {} (expected {reason})",
+                case.name, r.body["reason"]
             ));
         }
         if r.body["command_kind"] != case.kind.as_str() {
@@ -190,7 +217,7 @@ async fn hostile_corpus_is_rejected_live_without_any_api_call() {
     );
 
     // One dead letter per case, byte for byte, with the rejection headers.
-    wait_queue_len(&env, "lifecycle.dead-letter", u32::try_from(n).expect("n")).await;
+    wait_queue_len(env, "lifecycle.dead-letter", u32::try_from(n).expect("n")).await;
     let dls = env.drain_queue("lifecycle.dead-letter").await;
     let mut dl_failures = Vec::new();
     let dl_by_case: BTreeMap<String, Vec<&lapin::message::Delivery>> =
@@ -209,12 +236,22 @@ async fn hostile_corpus_is_rejected_live_without_any_api_call() {
             continue;
         }
         let d = ds[0];
+        let props = format!("{:?}", d.properties);
+        if let Some(secret) = SECRETS.iter().find(|s| props.contains(*s)) {
+            dl_failures.push(format!("{}: dead letter leaks {secret}", case.name));
+        }
         if d.data != case.body() {
             dl_failures.push(format!("{}: body changed", case.name));
         }
         let want = [
             ("x-lifecycle-dead-letter-reason", "rejected".to_owned()),
-            ("x-lifecycle-error-code", case.reason.clone()),
+            (
+                "x-lifecycle-error-code",
+                match signing {
+                    Signing::Unsigned => "unauthenticated".to_owned(),
+                    _ => case.reason.clone(),
+                },
+            ),
             (
                 "x-lifecycle-source-queue",
                 format!("lifecycle.{}", case.kind),
@@ -230,6 +267,13 @@ async fn hostile_corpus_is_rejected_live_without_any_api_call() {
         }
     }
     assert!(dl_failures.is_empty(), "{dl_failures:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_corpus_is_rejected_live_without_any_api_call() {
+    let env = Env::new(seed_instances(1)).await;
+    let w = env.start_worker(&[]).await;
+    replay_corpus(&env, Signing::NotRequired).await;
 
     // Still alive and working.
     assert!(matches!(w.readyz().await, Some((200, _))));
@@ -250,6 +294,13 @@ fn hmac_hex(key: &str, body: &[u8]) -> String {
 }
 
 fn signed_props(key_id: Option<&str>, signature: Option<&str>, label: &str) -> BasicProperties {
+    BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_correlation_id(label.into())
+        .with_headers(sig_headers(key_id, signature))
+}
+
+fn sig_headers(key_id: Option<&str>, signature: Option<&str>) -> FieldTable {
     let mut headers = FieldTable::default();
     if let Some(k) = key_id {
         headers.insert(
@@ -263,10 +314,7 @@ fn signed_props(key_id: Option<&str>, signature: Option<&str>, label: &str) -> B
             AMQPValue::LongString(LongString::from(s)),
         );
     }
-    BasicProperties::default()
-        .with_content_type("application/json".into())
-        .with_correlation_id(label.into())
-        .with_headers(headers)
+    headers
 }
 
 /// (label, body, key id, signature) of a command that must be refused.
@@ -287,6 +335,10 @@ async fn signed_commands_are_required_and_no_secret_leaks() {
             ("RUST_LOG", "trace"),
         ])
         .await;
+    // The corpus: unsigned, all unauthenticated; signed, each its own reason.
+    replay_corpus(&env, Signing::Unsigned).await;
+    replay_corpus(&env, Signing::SignedK1).await;
+    let base = env.events().len();
     let body = |label: &str, i: usize| decommission(&format!("signed-{label}"), &inst(i));
     let mut bad: Vec<Unauthentic> = Vec::new();
     let b = body("unsigned", 0);
@@ -334,10 +386,14 @@ async fn signed_commands_are_required_and_no_secret_leaks() {
         .wait_for("every command's terminal event", T, |e| {
             completed(e, "signed-good-k1", "succeeded")
                 && completed(e, "signed-good-k2", "succeeded")
-                && e.iter().filter(|e| e.ty() == "command.rejected").count() >= bad.len()
+                && e[base..]
+                    .iter()
+                    .filter(|e| e.ty() == "command.rejected")
+                    .count()
+                    >= bad.len()
         })
         .await;
-    let rejected: Vec<&Ev> = evs
+    let rejected: Vec<&Ev> = evs[base..]
         .iter()
         .filter(|e| e.ty() == "command.rejected")
         .collect();

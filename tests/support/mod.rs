@@ -416,11 +416,23 @@ impl Env {
 
     /// Publishes (confirmed, persistent) to the command exchange.
     pub async fn publish(&self, routing_key: &str, body: &[u8], props: BasicProperties) {
+        self.publish_to("lifecycle.commands", routing_key, body, props)
+            .await;
+    }
+
+    /// Publishes (confirmed, persistent, mandatory) to any exchange (`""`: the default one).
+    pub async fn publish_to(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) {
         let props = props.with_delivery_mode(2);
         let confirm = self
             .chan
             .basic_publish(
-                "lifecycle.commands".into(),
+                exchange.into(),
                 routing_key.into(),
                 BasicPublishOptions {
                     mandatory: true,
@@ -459,21 +471,74 @@ impl Env {
         timeout: Duration,
         pred: impl Fn(&[Ev]) -> bool,
     ) -> Vec<Ev> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let evs = self.events();
-            if pred(&evs) {
-                return evs;
-            }
-            if Instant::now() >= deadline {
-                let summary: Vec<String> = evs
-                    .iter()
-                    .map(|e| format!("{} {} {}", e.ty(), e.command_id(), e.outcome()))
-                    .collect();
-                panic!("timed out after {timeout:?} waiting for {what}; events: {summary:#?}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_events(&self.events, what, timeout, pred).await
+    }
+
+    /// Replaces the test's broker connection and channel (after a broker restart).
+    pub async fn reconnect(&mut self) {
+        let conn = Connection::connect(&self.vhost.url(), ConnectionProperties::default())
+            .await
+            .expect("test reconnects to the broker");
+        let chan = conn.create_channel().await.expect("channel");
+        chan.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirms");
+        self.conn = conn;
+        self.chan = chan;
+    }
+
+    /// Declares a durable quorum queue bound to the event exchange with `#`:
+    /// unlike the default exclusive one, it keeps events across a broker restart.
+    pub async fn declare_durable_events_queue(&self, queue: &str) {
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            lapin::types::AMQPValue::LongString("quorum".into()),
+        );
+        self.chan
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                args,
+            )
+            .await
+            .expect("durable events queue");
+        self.chan
+            .queue_bind(
+                queue.into(),
+                "lifecycle.events".into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind durable events queue");
+    }
+
+    /// `rabbitmqctl -q list_<what> -p <vhost> <columns...>` as rows of
+    /// tab-separated fields (no header).
+    pub async fn list(&self, what: &str, columns: &[&str]) -> Vec<Vec<String>> {
+        let mut args: Vec<String> = vec![
+            "-q".into(),
+            "--no-table-headers".into(),
+            format!("list_{what}"),
+            "-p".into(),
+            self.vhost.name.clone(),
+        ];
+        args.extend(columns.iter().map(|c| (*c).to_owned()));
+        let out = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            rabbitmqctl(&args)
+        })
+        .await
+        .expect("join");
+        out.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.split('\t').map(str::to_owned).collect())
+            .collect()
     }
 
     /// Events of one command.
@@ -621,6 +686,46 @@ async fn spawn_collector(conn: &Connection, queue: &str, events: Events) {
             });
         }
     });
+}
+
+/// Polls `events` until `pred` holds.
+pub async fn wait_events(
+    events: &Events,
+    what: &str,
+    timeout: Duration,
+    pred: impl Fn(&[Ev]) -> bool,
+) -> Vec<Ev> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let evs = events.lock().expect("lock").clone();
+        if pred(&evs) {
+            return evs;
+        }
+        if Instant::now() >= deadline {
+            let summary: Vec<String> = evs
+                .iter()
+                .map(|e| format!("{} {} {}", e.ty(), e.command_id(), e.outcome()))
+                .collect();
+            panic!("timed out after {timeout:?} waiting for {what}; events: {summary:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Collects the messages of an (already declared) queue into existing `events`.
+pub async fn collect_into(conn: &Connection, queue: &str, events: Events) {
+    spawn_collector(conn, queue, events).await;
+}
+
+/// A string-valued AMQP header of a delivery.
+pub fn header_str(d: &lapin::message::Delivery, name: &str) -> Option<String> {
+    match d.properties.headers().as_ref()?.inner().get(name)? {
+        lapin::types::AMQPValue::LongString(s) => {
+            Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+        }
+        lapin::types::AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
 }
 
 /// Collects the messages of an arbitrary (already declared) queue.

@@ -1,0 +1,446 @@
+//! Broker topology (CONTRACT section 2), the classic-queue option, publishing
+//! through the default exchange, per-target serialization, and configuration
+//! errors at start-up (CONTRACT section 7). See `tests/support/mod.rs`.
+
+mod support;
+
+use lapin::BasicProperties;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use support::*;
+
+const T: Duration = Duration::from_secs(30);
+
+/// Rows of `list_<what>` keyed by their first column.
+fn by_name(rows: &[Vec<String>]) -> std::collections::BTreeMap<String, Vec<String>> {
+    rows.iter()
+        .filter_map(|r| Some((r.first()?.clone(), r[1..].to_vec())))
+        .collect()
+}
+
+/// `[{"x-queue-type","quorum"},{"x-message-ttl",1000}]` as a map (quotes dropped).
+fn parse_args(s: &str) -> std::collections::BTreeMap<String, String> {
+    let inner = s.trim().trim_start_matches('[').trim_end_matches(']');
+    inner
+        .split("},{")
+        .filter_map(|pair| {
+            let pair = pair.trim_matches(|c| c == '{' || c == '}');
+            let (k, v) = pair.split_once(',')?;
+            Some((
+                k.trim_matches('"').to_owned(),
+                v.trim_matches('"').to_owned(),
+            ))
+        })
+        .collect()
+}
+
+fn assert_queue(
+    queues: &std::collections::BTreeMap<String, Vec<String>>,
+    name: &str,
+    queue_type: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let row = queues
+        .get(name)
+        .unwrap_or_else(|| panic!("queue {name} missing: {queues:#?}"));
+    assert_eq!(row[0], "true", "{name} durable: {row:?}");
+    let args = parse_args(&row[1]);
+    assert_eq!(
+        args.get("x-queue-type").map(String::as_str),
+        Some(queue_type),
+        "{name} is {queue_type}: {row:?}"
+    );
+    args
+}
+
+fn has_binding(rows: &[Vec<String>], source: &str, dest: &str, key: &str) -> bool {
+    // source_name source_kind destination_name destination_kind routing_key arguments
+    rows.iter()
+        .any(|r| r.len() >= 5 && r[0] == source && r[2] == dest && r[3] == "queue" && r[4] == key)
+}
+
+async fn decommission_succeeds(env: &Env, instance: &str) {
+    let id = new_id("ok");
+    env.send_json("decommission", &decommission(&id, instance))
+        .await;
+    env.wait_for("a successful decommission", T, |e| {
+        completed(e, &id, "succeeded")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topology_is_declared_as_the_contract_says_and_redeclared_idempotently() {
+    let env = Env::new(seed_instances(2)).await;
+    let delays = [("LIFECYCLE__RETRY__REDELIVERY_DELAYS", "1s, 2500ms,1m")];
+    let w = env.start_worker(&delays).await;
+
+    let snapshot = || async {
+        (
+            env.list("exchanges", &["name", "type", "durable"]).await,
+            env.list("queues", &["name", "durable", "arguments"]).await,
+            env.list(
+                "bindings",
+                &[
+                    "source_name",
+                    "source_kind",
+                    "destination_name",
+                    "destination_kind",
+                    "routing_key",
+                ],
+            )
+            .await,
+        )
+    };
+    let (exchanges, queues, bindings) = snapshot().await;
+    let ex = by_name(&exchanges);
+    for name in [
+        "lifecycle.commands",
+        "lifecycle.events",
+        "lifecycle.dead-letter",
+    ] {
+        assert_eq!(
+            ex.get(name),
+            Some(&vec!["topic".to_owned(), "true".to_owned()]),
+            "{name} topic durable: {exchanges:#?}"
+        );
+    }
+    let q = by_name(&queues);
+    for name in ["lifecycle.decommission", "lifecycle.leak-alert"] {
+        let args = assert_queue(&q, name, "quorum");
+        assert_eq!(
+            args.get("x-dead-letter-exchange").map(String::as_str),
+            Some("lifecycle.dead-letter"),
+            "{name} safety net: {args:?}"
+        );
+    }
+    assert_queue(&q, "lifecycle.dead-letter", "quorum");
+    assert!(has_binding(
+        &bindings,
+        "lifecycle.commands",
+        "lifecycle.decommission",
+        "decommission"
+    ));
+    assert!(has_binding(
+        &bindings,
+        "lifecycle.commands",
+        "lifecycle.leak-alert",
+        "leak-alert"
+    ));
+    assert!(
+        bindings
+            .iter()
+            .any(|r| r[0] == "lifecycle.dead-letter" && r[2] == "lifecycle.dead-letter"),
+        "dead-letter queue bound to its exchange: {bindings:#?}"
+    );
+    // One retry queue per configured delay, with its TTL and dead-lettering back.
+    let retry: Vec<&String> = q
+        .keys()
+        .filter(|n| n.starts_with("lifecycle.retry."))
+        .collect();
+    assert_eq!(retry.len(), 3, "one retry queue per delay: {queues:#?}");
+    for (name, ttl) in [
+        ("lifecycle.retry.1s", 1000),
+        ("lifecycle.retry.2500ms", 2500),
+        ("lifecycle.retry.1m", 60_000),
+    ] {
+        let args = assert_queue(&q, name, "quorum");
+        assert_eq!(
+            args.get("x-message-ttl"),
+            Some(&ttl.to_string()),
+            "{name} ttl: {args:?}"
+        );
+        // Dead-lettering back (to the default exchange, under the command queue's name).
+        assert!(
+            args.contains_key("x-dead-letter-exchange"),
+            "{name}: {args:?}"
+        );
+        assert_eq!(
+            args.get("x-dead-letter-strategy").map(String::as_str),
+            Some("at-least-once"),
+            "{name}: quorum dead-lettering must not lose a retry copy: {args:?}"
+        );
+        // Something routes copies into it.
+        assert!(
+            bindings.iter().any(|r| r[2] == name),
+            "{name} bound: {bindings:#?}"
+        );
+    }
+    // The event exchange has no queue of the worker's own (only the test's).
+    decommission_succeeds(&env, &inst(0)).await;
+
+    // A second worker, against the existing topology, while the first runs.
+    let w2 = env.start_worker(&delays).await;
+    drop(w);
+    let again = snapshot().await;
+    let sorted = |mut v: Vec<Vec<String>>| {
+        v.sort();
+        v
+    };
+    assert_eq!(sorted(again.0), sorted(exchanges));
+    // Queue arguments are unchanged (message counts are not listed).
+    assert_eq!(sorted(again.1), sorted(queues));
+    decommission_succeeds(&env, &inst(1)).await;
+    // And a restart of the only worker re-declares fine as well.
+    drop(w2);
+    let _w3 = env.start_worker(&delays).await;
+    assert!(
+        env.events()
+            .iter()
+            .all(|e| e.ty() != "command.rejected" && e.outcome() != "failed")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classic_queue_type_gives_classic_queues_and_works() {
+    let env = Env::new(seed_instances(1)).await;
+    let _w = env
+        .start_worker(&[("LIFECYCLE__AMQP__QUEUE_TYPE", "classic")])
+        .await;
+    let queues = env.list("queues", &["name", "durable", "arguments"]).await;
+    let q = by_name(&queues);
+    for name in [
+        "lifecycle.decommission",
+        "lifecycle.leak-alert",
+        "lifecycle.dead-letter",
+        "lifecycle.retry.1s",
+        "lifecycle.retry.2s",
+    ] {
+        assert_queue(&q, name, "classic");
+    }
+    assert!(
+        queues.iter().all(|r| !r[2].contains("quorum")),
+        "no quorum queue: {queues:#?}"
+    );
+    decommission_succeeds(&env, &inst(0)).await;
+    let d = env.deregistrations().await;
+    assert_eq!(d.get(&inst(0)), Some(&json!(1)), "{d:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_sent_through_the_default_exchange_is_processed() {
+    let env = Env::new(seed_instances(2)).await;
+    let _w = env.start_worker(&[]).await;
+    let id = new_id("default-ex");
+    env.publish_to(
+        "",
+        "lifecycle.decommission",
+        &decommission(&id, &inst(1)),
+        BasicProperties::default().with_content_type("application/json".into()),
+    )
+    .await;
+    let evs = env
+        .wait_for("completion", T, |e| completed(e, &id, "succeeded"))
+        .await;
+    assert_eq!(count(&evs, &id, "command.completed"), 1);
+    let leak = new_id("default-ex-leak");
+    let act = "4ECEEE12-56F1-4FBC-9AB1-890F1234ABCD";
+    let mut seed = seed_instances(2);
+    seed["Activations"] = json!([activation_json(act, 0)]);
+    env.sim_send(reqwest::Method::PUT, "/_sim/state", Some(seed))
+        .await;
+    env.publish_to(
+        "",
+        "lifecycle.leak-alert",
+        &serde_json::to_vec(
+            &json!({"command_id": leak, "region_id": REGION, "activation_id": act}),
+        )
+        .expect("json"),
+        BasicProperties::default(),
+    )
+    .await;
+    env.wait_for("leak-alert completion", T, |e| {
+        completed(e, &leak, "succeeded")
+    })
+    .await;
+    let evs = env.events_of(&leak);
+    assert!(
+        evs.iter()
+            .all(|e| e.body["command_kind"] == "leak-alert" && e.ty() != "command.rejected"),
+        "{evs:#?}"
+    );
+}
+
+fn occurred_at(e: &Ev) -> time::OffsetDateTime {
+    let s = e.body["occurred_at"].as_str().expect("occurred_at");
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|err| panic!("occurred_at {s}: {err}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_for_the_same_target_run_one_after_another() {
+    const LATENCY_MS: i64 = 300;
+    let env = Env::new(seed_instances(5)).await;
+    let _w = env
+        .start_worker(&[("LIFECYCLE__WORKER__CONCURRENCY", "8")])
+        .await;
+    env.set_faults(json!({ "latency_ms": LATENCY_MS })).await;
+    let same: Vec<String> = (0..4).map(|i| new_id(&format!("same{i}"))).collect();
+    let others: Vec<String> = (1..5).map(|i| new_id(&format!("other{i}"))).collect();
+    // Interleaved, so the worker has all of them at once.
+    let started = Instant::now();
+    for i in 0..4 {
+        env.send_json("decommission", &decommission(&same[i], &inst(0)))
+            .await;
+        env.send_json("decommission", &decommission(&others[i], &inst(i + 1)))
+            .await;
+    }
+    let all: Vec<String> = same.iter().chain(&others).cloned().collect();
+    let evs = env
+        .wait_for("8 completions", T, |e| {
+            all.iter().all(|id| {
+                e.iter()
+                    .any(|e| e.command_id() == id && e.ty() == "command.completed")
+            })
+        })
+        .await;
+    let elapsed = started.elapsed();
+    for id in &all {
+        assert_eq!(count(&evs, id, "command.completed"), 1, "{id}: {evs:#?}");
+        let done = evs
+            .iter()
+            .find(|e| e.command_id() == id && e.ty() == "command.completed")
+            .expect("completed");
+        assert_eq!(done.outcome(), "succeeded", "{done:?}");
+    }
+    // Same target: one effective deregistration, the other three already done.
+    let mut outcomes: Vec<&str> = same
+        .iter()
+        .map(|id| {
+            evs.iter()
+                .find(|e| e.command_id() == id && e.ty() == "instance.deregistered")
+                .map(Ev::outcome)
+                .unwrap_or("missing")
+        })
+        .collect();
+    outcomes.sort_unstable();
+    assert_eq!(
+        outcomes,
+        ["already_done", "already_done", "already_done", "succeeded"]
+    );
+    let d = env.deregistrations().await;
+    for i in 0..5 {
+        assert_eq!(d.get(&inst(i)), Some(&json!(1)), "{d:?}");
+    }
+    // No overlap: each same-target command needs one API call of LATENCY_MS, so
+    // run one after another their completions are at least that far apart.
+    let mut times: Vec<time::OffsetDateTime> = same
+        .iter()
+        .map(|id| {
+            occurred_at(
+                evs.iter()
+                    .find(|e| e.command_id() == id && e.ty() == "command.completed")
+                    .expect("completed"),
+            )
+        })
+        .collect();
+    times.sort();
+    for pair in times.windows(2) {
+        let gap = (pair[1] - pair[0]).whole_milliseconds();
+        assert!(
+            gap >= i128::from(LATENCY_MS) - 50,
+            "same-target commands overlapped: completions {gap} ms apart ({times:?})"
+        );
+    }
+    // Each same-target call is in the log once, and their API calls were made in
+    // turn: four calls on inst(0), never two in flight (seq of arrival).
+    let reqs = env.requests().await;
+    let on_target: Vec<&Value> = reqs
+        .iter()
+        .filter(|r| r["params"]["InstanceId"] == inst(0).as_str())
+        .collect();
+    assert_eq!(on_target.len(), 4, "{reqs:#?}");
+    // The other targets were not held up behind the serialized ones.
+    let other_times: Vec<time::OffsetDateTime> = others
+        .iter()
+        .map(|id| {
+            occurred_at(
+                evs.iter()
+                    .find(|e| e.command_id() == id && e.ty() == "command.completed")
+                    .expect("completed"),
+            )
+        })
+        .collect();
+    let last_other = other_times.iter().max().expect("some");
+    assert!(
+        *last_other < times[3],
+        "other targets ran alongside, not after: others {other_times:?}, same {times:?} ({elapsed:?})"
+    );
+}
+
+/// Starts `run` with a bad configuration: it must exit 2 promptly, name the
+/// culprit on stderr, and never answer on its health port.
+async fn bad_config(env: &Env, extra: &[(&str, &str)], args: &[&str], culprit: &str) {
+    let stderr_path = env
+        .tmp
+        .path()
+        .join(format!("bad-{}.log", uuid::Uuid::new_v4()));
+    let stderr = std::fs::File::create(&stderr_path).expect("log file");
+    let port = free_port();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lifecycle-worker"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("LIFECYCLE__") || k.starts_with("ALIBABA_CLOUD_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.worker_env())
+        .env("LIFECYCLE__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .envs(extra.iter().copied())
+        .arg("run")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr);
+    let mut w = Worker {
+        child: cmd.spawn().expect("spawn"),
+        http_port: port,
+        stderr_path,
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let code = loop {
+        assert!(
+            w.readyz().await.is_none(),
+            "{culprit}: the health port answered"
+        );
+        if let Some(status) = w.child.try_wait().expect("try_wait") {
+            break status.code();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{culprit}: still running after 5 s: {}",
+            w.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let err = w.stderr();
+    assert_eq!(code, Some(2), "{culprit}: exit code; stderr: {err}");
+    assert!(
+        err.to_lowercase().contains(&culprit.to_lowercase()),
+        "stderr names {culprit}: {err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_errors_exit_2_naming_the_key_and_never_get_ready() {
+    let env = Env::new(seed_instances(0)).await;
+    bad_config(
+        &env,
+        &[("LIFECYCLE__AMQP__PREFETCH", "abc")],
+        &[],
+        "prefetch",
+    )
+    .await;
+    bad_config(&env, &[("LIFECYCLE__AMQP__NOPE", "1")], &[], "nope").await;
+    bad_config(
+        &env,
+        &[],
+        &["--config", "/nonexistent.toml"],
+        "/nonexistent.toml",
+    )
+    .await;
+    // Nothing was declared in the vhost by any of them.
+    let queues = env.list("queues", &["name"]).await;
+    assert!(
+        queues.iter().all(|r| !r[0].starts_with("lifecycle.")),
+        "{queues:#?}"
+    );
+}

@@ -72,6 +72,12 @@ pub struct Metrics {
     pub unroutable_events: Counter,
     /// Mapped accounts whose role cannot be used right now.
     pub degraded_accounts: Gauge,
+    /// ECS calls that waited for the client-side rate limit.
+    pub rate_limited_calls: Counter,
+    /// Total time ECS calls waited for the rate limit.
+    pub rate_limit_wait_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// The configured limit (calls per second per region; 0 = none).
+    pub rate_limit: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -97,6 +103,24 @@ impl Metrics {
         let ready = Gauge::default();
         let unroutable_events = Counter::default();
         let degraded_accounts = Gauge::default();
+        let rate_limited_calls = Counter::default();
+        let rate_limit_wait_seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        let rate_limit = Gauge::default();
+        registry.register(
+            "ecs_rate_limited_calls",
+            "ECS calls that waited for the client-side rate limit",
+            rate_limited_calls.clone(),
+        );
+        registry.register(
+            "ecs_rate_limit_wait_seconds",
+            "Time ECS calls waited for the client-side rate limit",
+            rate_limit_wait_seconds.clone(),
+        );
+        registry.register(
+            "ecs_rate_limit_per_second",
+            "Configured ECS calls per second per region (0 = no limit)",
+            rate_limit.clone(),
+        );
         registry.register(
             "commands",
             "Commands handled, by kind and terminal outcome (rejected included)",
@@ -161,6 +185,9 @@ impl Metrics {
             ready,
             unroutable_events,
             degraded_accounts,
+            rate_limited_calls,
+            rate_limit_wait_seconds,
+            rate_limit,
         })
     }
 

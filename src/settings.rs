@@ -144,6 +144,10 @@ pub struct EcsSettings {
     pub request_timeout_ms: u64,
     /// Permit plain http:// to non-loopback hosts.
     pub allow_insecure_endpoint: bool,
+    /// Client-side limit on ECS calls per second, per region (0: none).
+    pub max_calls_per_second: u32,
+    /// Calls allowed at once above that pace.
+    pub rate_burst: u32,
     /// Explicit AccessKey id (wins over the credential chain).
     pub access_key_id: String,
     /// Explicit AccessKey secret.

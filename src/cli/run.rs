@@ -8,6 +8,7 @@ use crate::credentials::provider::Static;
 use crate::credentials::sts::StsClient;
 use crate::ecs::client::{EcsClient, Timeouts, http_client};
 use crate::ecs::endpoint::Endpoint;
+use crate::ecs::rate_limit::RateLimiter;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
@@ -105,8 +106,19 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         connect: Duration::from_millis(settings.ecs.connect_timeout_ms),
         request: Duration::from_millis(settings.ecs.request_timeout_ms),
     };
+    let metrics = Metrics::new();
+    metrics
+        .rate_limit
+        .set(i64::from(settings.ecs.max_calls_per_second));
+    let observed = metrics.clone();
+    let limiter = RateLimiter::new(settings.ecs.max_calls_per_second, settings.ecs.rate_burst)
+        .observe(Box::new(move |wait| {
+            observed.rate_limited_calls.inc();
+            observed.rate_limit_wait_seconds.inc_by(wait.as_secs_f64());
+        }));
     let ecs = EcsClient::new(endpoint, settings.ecs.signature, timeouts)
-        .context("building the HTTP client")?;
+        .context("building the HTTP client")?
+        .with_rate_limit(Arc::new(limiter));
     let sts = StsClient::new(
         http_client(timeouts).context("building the HTTP client")?,
         &settings.sts.endpoint,
@@ -115,7 +127,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     .context("sts.endpoint")?;
     let roles = settings.accounts.roles.0.iter().cloned().collect();
     let identities = Arc::new(Identities::new(Arc::new(Static(credentials)), roles, sts));
-    let metrics = Metrics::new();
     let health = Health::new();
     let http_stop = CancellationToken::new();
     let (addr, http) = crate::http::serve(

@@ -11,6 +11,7 @@ use super::model::{
     DescribeActivationsResponse, DescribeManagedInstancesResponse, DisableActivationResponse,
     ManagedInstance,
 };
+use super::rate_limit::RateLimiter;
 use super::sign::SignatureVersion;
 use super::transport::SignedCall;
 pub use super::transport::{Timeouts, http_client};
@@ -18,6 +19,7 @@ use crate::command::{InstanceId, RegionId};
 use crate::credentials::Credentials;
 use crate::playbook::{Called, Cloud, InstanceFilter, InstancePage};
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
 
 /// The API version every call uses.
 pub const API_VERSION: &str = "2014-05-26";
@@ -35,6 +37,7 @@ pub struct EcsClient {
     http: reqwest::Client,
     endpoint: Endpoint,
     signature: SignatureVersion,
+    limiter: Option<Arc<RateLimiter>>,
 }
 
 impl EcsClient {
@@ -48,7 +51,14 @@ impl EcsClient {
             http: http_client(timeouts)?,
             endpoint,
             signature,
+            limiter: None,
         })
+    }
+
+    /// Paces every attempt through `limiter` (per region).
+    pub fn with_rate_limit(mut self, limiter: Arc<RateLimiter>) -> Self {
+        self.limiter = Some(limiter);
+        self
     }
 
     /// One signed attempt of `action` in `region`, decoded into `T`.
@@ -60,6 +70,9 @@ impl EcsClient {
         mut params: Vec<(String, String)>,
         traceparent: Option<&str>,
     ) -> Result<(T, Option<String>), ApiError> {
+        if let Some(limiter) = &self.limiter {
+            limiter.acquire(region).await;
+        }
         params.push(("RegionId".into(), region.to_owned()));
         let (base, host) = self.endpoint.resolve(region);
         SignedCall {

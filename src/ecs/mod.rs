@@ -11,5 +11,6 @@ pub mod client;
 pub mod endpoint;
 pub mod error;
 pub mod model;
+pub mod rate_limit;
 pub mod sign;
 pub mod transport;

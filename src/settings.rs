@@ -89,6 +89,12 @@ pub struct AmqpSettings {
     pub url: Secret,
     /// A file holding the broker URL, instead of `url`.
     pub url_file: String,
+    /// PEM CA bundle to verify an `amqps://` broker (empty: system roots).
+    pub tls_ca_file: String,
+    /// PEM client certificate for brokers that authenticate clients by certificate.
+    pub tls_client_cert_file: String,
+    /// PEM (PKCS#8) key of the client certificate.
+    pub tls_client_key_file: String,
     /// Unacknowledged deliveries per consumer.
     pub prefetch: u16,
     /// Queue type for command and retry queues.
@@ -378,6 +384,24 @@ impl Settings {
             ));
         }
         positive("amqp.prefetch", u64::from(self.amqp.prefetch))?;
+        if self.amqp.tls_client_cert_file.is_empty() != self.amqp.tls_client_key_file.is_empty() {
+            return Err(SettingsError::invalid(
+                "amqp.tls_client_key_file",
+                "a client certificate needs both amqp.tls_client_cert_file and amqp.tls_client_key_file",
+            ));
+        }
+        for (key, path) in [
+            ("amqp.tls_ca_file", &self.amqp.tls_ca_file),
+            ("amqp.tls_client_cert_file", &self.amqp.tls_client_cert_file),
+            ("amqp.tls_client_key_file", &self.amqp.tls_client_key_file),
+        ] {
+            if !path.is_empty() && !Path::new(path).is_file() {
+                return Err(SettingsError::invalid(
+                    key,
+                    format!("{path} is not a readable file"),
+                ));
+            }
+        }
         positive("amqp.reconnect_initial_ms", self.amqp.reconnect_initial_ms)?;
         if self.amqp.reconnect_max_ms < self.amqp.reconnect_initial_ms {
             return Err(SettingsError::invalid(

@@ -11,7 +11,6 @@ use crate::settings::Settings;
 use crate::worker::messages;
 use anyhow::Context;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
-use lapin::{Connection, ConnectionProperties};
 use serde_json::json;
 
 /// `dead-letters` subcommands.
@@ -47,10 +46,9 @@ fn command_id_of(body: &[u8], props: &lapin::BasicProperties) -> Option<String> 
 
 /// Runs a `dead-letters` subcommand.
 pub async fn run(settings: &Settings, command: DeadLetterCommand) -> anyhow::Result<()> {
-    let connection =
-        Connection::connect(settings.amqp.url.expose(), ConnectionProperties::default())
-            .await
-            .context("connecting to the broker")?;
+    let connection = crate::broker::connect::connect(&settings.amqp, "lifecycle-worker-cli")
+        .await
+        .context("connecting to the broker")?;
     let channel = connection.create_channel().await?;
     let publisher = Publisher::open(&connection).await?;
     let queue = settings.topology.dead_letter_queue.as_str();

@@ -7,9 +7,9 @@ use crate::secret::Secret;
 use crate::settings::Settings;
 use anyhow::{Context, bail};
 use futures::StreamExt;
+use lapin::BasicProperties;
 use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::{Map, Value, json};
 use std::time::Duration;
 
@@ -119,10 +119,9 @@ pub async fn run(settings: &Settings, args: SendArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let body = args.body(&command_id)?;
-    let connection =
-        Connection::connect(settings.amqp.url.expose(), ConnectionProperties::default())
-            .await
-            .context("connecting to the broker")?;
+    let connection = crate::broker::connect::connect(&settings.amqp, "lifecycle-worker-cli")
+        .await
+        .context("connecting to the broker")?;
     let publisher = Publisher::open(&connection).await?;
     let mut headers = FieldTable::default();
     if let Some(key_id) = &args.key_id {

@@ -14,6 +14,7 @@ pub mod messages;
 pub use handle::settle;
 pub use locks::KeyedLocks;
 
+use crate::broker::connect::{ConnectError, connect};
 use crate::broker::publisher::Publisher;
 use crate::broker::topology::Topology;
 use crate::command::{CommandKind, Policy};
@@ -28,7 +29,7 @@ use backoff::backoff::Backoff;
 use futures::StreamExt;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::{Channel, Connection};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -170,9 +171,8 @@ impl Worker {
             .set(i64::from(self.health.readiness().ready));
     }
 
-    async fn connect(&self) -> Result<Connection, lapin::Error> {
-        let props = ConnectionProperties::default().with_connection_name("lifecycle-worker".into());
-        Connection::connect(self.settings.amqp.url.expose(), props).await
+    async fn connect(&self) -> Result<Connection, ConnectError> {
+        connect(&self.settings.amqp, "lifecycle-worker").await
     }
 
     async fn drain(&self, tracker: &TaskTracker) {

@@ -162,7 +162,8 @@ impl Worker {
 
         let _target = self.locks.lock(command.target_key()).await;
         let props = &delivery.properties;
-        let redeliveries = messages::header_u32(props, messages::REDELIVERIES).unwrap_or(0);
+        let counts = messages::RetryCounts::of(props);
+        let redeliveries = counts.redeliveries;
         let stages = self.topology.delays.len();
         let last_chance = usize::try_from(redeliveries).unwrap_or(usize::MAX) >= stages;
         let prior = messages::prior_attempts(props);
@@ -192,14 +193,7 @@ impl Worker {
             },
         };
         self.observe_credentials(account, &report);
-        self.settlement(
-            delivery,
-            &command,
-            report,
-            redeliveries,
-            &source_queue,
-            trace,
-        )
+        self.settlement(delivery, &command, report, counts, &source_queue, trace)
     }
 
     /// A successful or permanently failing API answer proves the keys work;
@@ -297,7 +291,7 @@ impl Worker {
         delivery: &Delivery,
         command: &Command,
         report: Report,
-        redeliveries: u32,
+        counts: messages::RetryCounts,
         source_queue: &str,
         trace: &TraceContext,
     ) -> Vec<Outgoing> {
@@ -342,7 +336,23 @@ impl Worker {
             End::Redeliver(error) => ("transient", error),
             End::Park(error) => ("credentials", error),
         };
-        let Some(stage) = self.topology.stage(redeliveries) else {
+        let (index, next) = match report.end {
+            End::Park(_) => (
+                counts.parks,
+                messages::RetryCounts {
+                    parks: counts.parks.saturating_add(1),
+                    ..counts
+                },
+            ),
+            _ => (
+                counts.redeliveries,
+                messages::RetryCounts {
+                    redeliveries: counts.redeliveries.saturating_add(1),
+                    ..counts
+                },
+            ),
+        };
+        let Some(stage) = self.topology.stage(index) else {
             return batch;
         };
         debug!(stage = %stage.name, code = %error.code, reason, "command sent to delayed redelivery");
@@ -358,7 +368,7 @@ impl Worker {
             source_queue,
             &delivery.data,
             props,
-            redeliveries.saturating_add(1),
+            next,
             &report.attempts,
             trace,
         ));

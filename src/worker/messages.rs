@@ -8,8 +8,12 @@ use crate::trace_context::TraceContext;
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 
-/// Header: how many delayed redeliveries this command has had.
+/// Header: how many delayed redeliveries after transient failures this command
+/// has had (it picks the retry stage; past the last, a transient failure is final).
 pub const REDELIVERIES: &str = "x-lifecycle-redeliveries";
+/// Header: how many times the command was parked for credentials. Counted apart,
+/// so time spent waiting for an operator does not use up the transient retries.
+pub const PARKS: &str = "x-lifecycle-parks";
 /// Header: API attempts per step so far (JSON object), so `attempts` stays true.
 pub const ATTEMPTS: &str = "x-lifecycle-attempts";
 /// Dead-letter headers (CONTRACT section 5).
@@ -25,6 +29,7 @@ pub const DL_SOURCE: &str = "x-lifecycle-source-queue";
 /// dead-lettering; a dead letter drops them so a replay starts afresh.
 const BOOKKEEPING: &[&str] = &[
     REDELIVERIES,
+    PARKS,
     ATTEMPTS,
     DL_REASON,
     DL_CODE,
@@ -160,6 +165,25 @@ fn carried_headers(props: &BasicProperties, trace: &TraceContext) -> FieldTable 
     with_trace(headers, trace)
 }
 
+/// The retry counters a command carries between processings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetryCounts {
+    /// Delayed redeliveries after transient failures.
+    pub redeliveries: u32,
+    /// Parks for credential failures.
+    pub parks: u32,
+}
+
+impl RetryCounts {
+    /// The counters of a delivery (absent or malformed: zero).
+    pub fn of(props: &BasicProperties) -> Self {
+        Self {
+            redeliveries: header_u32(props, REDELIVERIES).unwrap_or(0),
+            parks: header_u32(props, PARKS).unwrap_or(0),
+        }
+    }
+}
+
 /// A retry copy: the body byte for byte, the properties kept, the redelivery
 /// count and attempts updated; routed back to `source_queue` when the stage's
 /// TTL expires.
@@ -168,15 +192,16 @@ pub fn retry_copy(
     source_queue: &str,
     body: &[u8],
     props: &BasicProperties,
-    redeliveries: u32,
+    counts: RetryCounts,
     attempts: &Attempts,
     trace: &TraceContext,
 ) -> Outgoing {
     let mut headers = carried_headers(props, trace);
     headers.insert(
         REDELIVERIES.into(),
-        AMQPValue::LongLongInt(redeliveries.into()),
+        AMQPValue::LongLongInt(counts.redeliveries.into()),
     );
+    headers.insert(PARKS.into(), AMQPValue::LongLongInt(counts.parks.into()));
     let attempts = serde_json::to_string(attempts).unwrap_or_else(|_| "{}".into());
     headers.insert(ATTEMPTS.into(), long(&attempts));
     Outgoing {

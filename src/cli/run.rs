@@ -4,8 +4,8 @@
 
 use crate::credentials::Credentials;
 use crate::credentials::chain::{default_chain, env_credentials};
-use crate::credentials::provider::Provider;
 use crate::credentials::identities::Identities;
+use crate::credentials::provider::Provider;
 use crate::credentials::provider::Static;
 use crate::credentials::sts::StsClient;
 use crate::ecs::client::{EcsClient, Timeouts, http_client};

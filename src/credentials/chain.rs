@@ -231,7 +231,11 @@ pub fn default_chain(
     sources
         .metadata_endpoint
         .clone_from(&settings.credentials.metadata_endpoint);
-    sources.imdsv1_disabled = env("ALIBABA_CLOUD_IMDSV1_DISABLED")
-        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    sources.imdsv1_disabled =
+        env("ALIBABA_CLOUD_IMDSV1_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
     Arc::new(Chain::build(env, home, sources))
 }
+
+#[cfg(test)]
+#[path = "chain_tests.rs"]
+mod tests;

@@ -74,18 +74,21 @@ impl Identities {
         // One renewal at a time per account; others wait for it and reuse it.
         slot.get(|| async {
             let base = self.base.credentials().await?;
-            self.sts.assume_role(&base, role).await.map_err(|e| match e {
-                // Every STS failure is the operator's problem for this account.
-                ApiError::Api { code, message, .. } => ApiError::Credentials {
-                    message: format!("AssumeRole {role}: {message}"),
-                    code: Some(code),
-                },
-                ApiError::Credentials { .. } => e,
-                other => ApiError::Credentials {
-                    message: format!("AssumeRole {role}: {other}"),
-                    code: Some(other.code().to_owned()),
-                },
-            })
+            self.sts
+                .assume_role(&base, role)
+                .await
+                .map_err(|e| match e {
+                    // Every STS failure is the operator's problem for this account.
+                    ApiError::Api { code, message, .. } => ApiError::Credentials {
+                        message: format!("AssumeRole {role}: {message}"),
+                        code: Some(code),
+                    },
+                    ApiError::Credentials { .. } => e,
+                    other => ApiError::Credentials {
+                        message: format!("AssumeRole {role}: {other}"),
+                        code: Some(other.code().to_owned()),
+                    },
+                })
         })
         .await
     }

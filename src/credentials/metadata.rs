@@ -70,12 +70,13 @@ fn parse_answer(body: &[u8], code: &str, what: &str) -> Result<Session, ApiError
     ) else {
         return Err(unavailable(
             code,
-            format!("{what}: the answer lacks AccessKeyId, AccessKeySecret, SecurityToken or Expiration"),
+            format!(
+                "{what}: the answer lacks AccessKeyId, AccessKeySecret, SecurityToken or Expiration"
+            ),
         ));
     };
-    let expires_at = OffsetDateTime::parse(&expiration, &Rfc3339).map_err(|e| {
-        unavailable(code, format!("{what}: Expiration {expiration:?}: {e}"))
-    })?;
+    let expires_at = OffsetDateTime::parse(&expiration, &Rfc3339)
+        .map_err(|e| unavailable(code, format!("{what}: Expiration {expiration:?}: {e}")))?;
     Ok(Session {
         credentials: Credentials {
             access_key_id: id,
@@ -140,7 +141,10 @@ impl EcsRamRole {
         let sent = self
             .http
             .put(format!("{}/latest/api/token", self.base))
-            .header("X-aliyun-ecs-metadata-token-ttl-seconds", METADATA_TOKEN_TTL)
+            .header(
+                "X-aliyun-ecs-metadata-token-ttl-seconds",
+                METADATA_TOKEN_TTL,
+            )
             .timeout(METADATA_TIMEOUT)
             .send()
             .await;
@@ -176,7 +180,10 @@ impl EcsRamRole {
                 format!("ECS metadata service {path}: {m}"),
             )
         };
-        let response = request.send().await.map_err(|e| fail(transport_message(e)))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| fail(transport_message(e)))?;
         let status = response.status();
         if !status.is_success() {
             return Err(fail(format!("HTTP {}", status.as_u16())));

@@ -42,10 +42,7 @@ impl Oidc {
         let token = tokio::fs::read_to_string(&self.token_file)
             .await
             .map_err(|e| ApiError::Credentials {
-                message: format!(
-                    "OIDC token file {}: {e}",
-                    self.token_file.display()
-                ),
+                message: format!("OIDC token file {}: {e}", self.token_file.display()),
                 code: Some("OIDCToken.Unreadable".into()),
             })?;
         let token = Secret::new(token.trim());

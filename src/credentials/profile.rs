@@ -92,10 +92,7 @@ impl FileProfile {
 impl Provider for FileProfile {
     fn credentials(&self) -> BoxFuture<'_, Result<Credentials, ApiError>> {
         Box::pin(async move {
-            let inner = self
-                .inner
-                .get_or_try_init(|| async { self.load() })
-                .await?;
+            let inner = self.inner.get_or_try_init(|| async { self.load() }).await?;
             inner.credentials().await
         })
     }
@@ -119,7 +116,12 @@ fn keys(id: &str, secret: &Secret, token: Option<&Secret>) -> Result<Credentials
     })
 }
 
-fn role_request(arn: &str, session: &str, seconds: u32, policy: &str) -> Result<RoleRequest, String> {
+fn role_request(
+    arn: &str,
+    session: &str,
+    seconds: u32,
+    policy: &str,
+) -> Result<RoleRequest, String> {
     if arn.is_empty() {
         return Err("the role ARN must not be empty".into());
     }
@@ -130,7 +132,11 @@ fn role_request(arn: &str, session: &str, seconds: u32, policy: &str) -> Result<
         } else {
             session.to_owned()
         },
-        duration_seconds: if seconds == 0 { SESSION_SECONDS } else { seconds },
+        duration_seconds: if seconds == 0 {
+            SESSION_SECONDS
+        } else {
+            seconds
+        },
         policy: Some(policy.to_owned()).filter(|p| !p.is_empty()),
     })
 }
@@ -188,7 +194,10 @@ fn cli_profile(
         .find(|p| p.name == name)
         .ok_or_else(|| format!("no profile {name:?}"))?;
     Ok(match p.mode.as_str() {
-        "AK" => fixed("cli_profile", keys(&p.access_key_id, &p.access_key_secret, None)?),
+        "AK" => fixed(
+            "cli_profile",
+            keys(&p.access_key_id, &p.access_key_secret, None)?,
+        ),
         "StsToken" => {
             if p.sts_token.is_empty() {
                 return Err(format!("profile {name:?}: sts_token must not be empty"));
@@ -201,7 +210,12 @@ fn cli_profile(
         "RamRoleArn" => Arc::new(RamRoleArn::new(
             sources.sts.clone(),
             keys(&p.access_key_id, &p.access_key_secret, None)?,
-            role_request(&p.ram_role_arn, &p.ram_session_name, p.expired_seconds, &p.policy)?,
+            role_request(
+                &p.ram_role_arn,
+                &p.ram_session_name,
+                p.expired_seconds,
+                &p.policy,
+            )?,
             sources.clock.clone(),
         )),
         "EcsRamRole" => Arc::new(sources.ecs_ram_role(Some(p.ram_role_name.clone()))),
@@ -213,7 +227,12 @@ fn cli_profile(
             }
             Arc::new(Oidc::new(
                 sources.sts.clone(),
-                role_request(&p.ram_role_arn, &p.ram_session_name, p.expired_seconds, &p.policy)?,
+                role_request(
+                    &p.ram_role_arn,
+                    &p.ram_session_name,
+                    p.expired_seconds,
+                    &p.policy,
+                )?,
                 p.oidc_provider_arn.clone(),
                 PathBuf::from(&p.oidc_token_file),
                 sources.clock.clone(),
@@ -268,7 +287,10 @@ fn ini_profile(text: &str, name: &str, sources: &Sources) -> Result<Arc<dyn Prov
             if token.is_empty() {
                 return Err(format!("[{name}]: security_token must not be empty"));
             }
-            fixed("profile", keys(get("access_key_id"), &secret, Some(&token))?)
+            fixed(
+                "profile",
+                keys(get("access_key_id"), &secret, Some(&token))?,
+            )
         }
         "ram_role_arn" => Arc::new(RamRoleArn::new(
             sources.sts.clone(),

@@ -143,7 +143,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
             axum::routing::post(put_role).delete(remove_role),
         )
         .route("/_sim/keys/{id}", delete(revoke_key))
-        .route("/_sim/oidc-providers", axum::routing::post(put_oidc_provider))
+        .route(
+            "/_sim/oidc-providers",
+            axum::routing::post(put_oidc_provider),
+        )
         .with_state(shared)
 }
 

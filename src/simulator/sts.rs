@@ -70,7 +70,8 @@ impl Sts {
                 .map(|(_, v)| v.as_str())
                 .filter(|v| !v.is_empty())
         };
-        let provider = get("OIDCProviderArn").ok_or_else(|| ApiError::missing("OIDCProviderArn"))?;
+        let provider =
+            get("OIDCProviderArn").ok_or_else(|| ApiError::missing("OIDCProviderArn"))?;
         let token = get("OIDCToken").ok_or_else(|| ApiError::missing("OIDCToken"))?;
         match self.oidc_providers.get(provider) {
             None => {

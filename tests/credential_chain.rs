@@ -161,3 +161,28 @@ async fn the_instance_ram_role_from_the_metadata_service_drives_a_decommission()
     assert!(log.contains("ecs_ram_role"), "{log}");
     assert!(!log.contains(META_SECRET), "secret in the log: {log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_simulator_still_runs_without_any_keys() {
+    let env = Env::new(seed_instances(1)).await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut extra = NO_KEYS.to_vec();
+    extra.extend([
+        ("LIFECYCLE__SIMULATOR__ENABLED", "true"),
+        ("LIFECYCLE__SIMULATOR__LISTEN", listen.as_str()),
+        ("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true"),
+    ]);
+    let w = env.start_worker(&extra).await;
+    let id = new_id("local");
+    env.send_json("decommission", &decommission(&id, &inst(0)))
+        .await;
+    // The embedded simulator's world is empty: the instance is already gone.
+    env.wait_for("the decommission", T, |e| {
+        e.iter()
+            .any(|ev| ev.command_id() == id && ev.ty() == "command.completed")
+    })
+    .await;
+    let log = w.stderr();
+    assert!(log.contains("static credentials in use"), "{log}");
+    assert!(!log.contains("default credential chain"), "{log}");
+}

@@ -117,7 +117,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let roles = settings.accounts.roles.0.iter().cloned().collect();
     let own: Arc<dyn Provider> = match credentials {
         Some(c) => {
-            info!(source = "settings", "credentials given explicitly");
+            let source = if settings.simulator.enabled {
+                "simulator"
+            } else {
+                "settings"
+            };
+            info!(source, "static credentials in use");
             Arc::new(Static(Some(c)))
         }
         None => {

@@ -63,6 +63,8 @@ pub struct Settings {
     pub ecs: EcsSettings,
     /// The STS endpoint (for role sessions).
     pub sts: StsSettings,
+    /// Where the default credential chain looks.
+    pub credentials: CredentialSettings,
     /// The health and metrics listener.
     pub http: HttpSettings,
     /// Concurrency and shutdown.
@@ -172,6 +174,14 @@ pub struct EcsSettings {
 pub struct StsSettings {
     /// STS endpoint, scheme included.
     pub endpoint: String,
+}
+
+/// Default credential chain settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialSettings {
+    /// The ECS metadata service (instance RAM role), scheme included.
+    pub metadata_endpoint: String,
 }
 
 /// Health/metrics listener.
@@ -431,6 +441,16 @@ impl Settings {
             &self.sts.endpoint,
             self.ecs.allow_insecure_endpoint,
         )?;
+        if url::Url::parse(&self.credentials.metadata_endpoint)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .is_none()
+        {
+            return Err(SettingsError::invalid(
+                "credentials.metadata_endpoint",
+                "must be an http:// or https:// URL",
+            ));
+        }
         if self.security.allowed_regions.is_empty() {
             return Err(SettingsError::invalid(
                 "security.allowed_regions",

@@ -3,7 +3,9 @@
 //! and stop cleanly on SIGTERM/SIGINT.
 
 use crate::credentials::Credentials;
+use crate::credentials::chain::{default_chain, env_credentials};
 use crate::credentials::identities::Identities;
+use crate::credentials::provider::Provider;
 use crate::credentials::provider::Static;
 use crate::credentials::sts::StsClient;
 use crate::ecs::client::{EcsClient, Timeouts, http_client};
@@ -11,35 +13,33 @@ use crate::ecs::endpoint::Endpoint;
 use crate::ecs::rate_limit::RateLimiter;
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::secret::Secret;
 use crate::settings::Settings;
 use crate::simulator;
 use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
+
+/// Keys given explicitly in settings (`ecs.access_key_id` / `_secret` / `security_token`).
+pub fn explicit_credentials(settings: &Settings) -> Option<Credentials> {
+    if settings.ecs.access_key_id.is_empty() || settings.ecs.access_key_secret.is_empty() {
+        return None;
+    }
+    let token = settings.ecs.security_token.clone();
+    Some(Credentials {
+        access_key_id: settings.ecs.access_key_id.clone(),
+        access_key_secret: settings.ecs.access_key_secret.clone(),
+        security_token: (!token.is_empty()).then_some(token),
+    })
+}
 
 /// Credentials from explicit settings, else the `ALIBABA_CLOUD_*` variables.
 pub fn static_credentials(
     settings: &Settings,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Option<Credentials> {
-    let token = |s: Secret| (!s.is_empty()).then_some(s);
-    if !settings.ecs.access_key_id.is_empty() && !settings.ecs.access_key_secret.is_empty() {
-        return Some(Credentials {
-            access_key_id: settings.ecs.access_key_id.clone(),
-            access_key_secret: settings.ecs.access_key_secret.clone(),
-            security_token: token(settings.ecs.security_token.clone()),
-        });
-    }
-    let id = env("ALIBABA_CLOUD_ACCESS_KEY_ID").filter(|v| !v.is_empty())?;
-    let secret = env("ALIBABA_CLOUD_ACCESS_KEY_SECRET").filter(|v| !v.is_empty())?;
-    Some(Credentials {
-        access_key_id: id,
-        access_key_secret: Secret::new(secret),
-        security_token: env("ALIBABA_CLOUD_SECURITY_TOKEN").and_then(|t| token(Secret::new(t))),
-    })
+    explicit_credentials(settings).or_else(|| env_credentials(env))
 }
 
 /// Fires the token on SIGTERM or SIGINT.
@@ -74,12 +74,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
-    let mut credentials = static_credentials(&settings, &|k| std::env::var(k).ok());
+    let env = |k: &str| std::env::var(k).ok();
+    let mut credentials = explicit_credentials(&settings);
     let mut endpoint = Endpoint::from_setting(&settings.ecs.endpoint).context("ecs.endpoint")?;
     let mut _simulator = None;
     if settings.simulator.enabled {
-        let creds = credentials
-            .clone()
+        // The embedded simulator knows one key: explicit, from the environment, or a local one.
+        let creds = static_credentials(&settings, &env)
             .unwrap_or_else(|| Credentials::static_key("local", "local-secret"));
         let seed = if settings.simulator.seed_file.is_empty() {
             None
@@ -126,7 +127,38 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     )
     .context("sts.endpoint")?;
     let roles = settings.accounts.roles.0.iter().cloned().collect();
-    let identities = Arc::new(Identities::new(Arc::new(Static(credentials)), roles, sts));
+    let own: Arc<dyn Provider> = match credentials {
+        Some(c) => {
+            let source = if settings.simulator.enabled {
+                "simulator"
+            } else {
+                "settings"
+            };
+            info!(source, "static credentials in use");
+            Arc::new(Static(Some(c)))
+        }
+        None => {
+            let home = std::env::var_os("HOME")
+                .filter(|h| !h.is_empty())
+                .map(std::path::PathBuf::from);
+            let chain = default_chain(
+                &settings,
+                &env,
+                home,
+                http_client(timeouts).context("building the HTTP client")?,
+                sts.clone(),
+            );
+            info!(sources = ?chain.candidates(), "default credential chain");
+            // Resolve once now so the log names the source; a failure is not
+            // fatal: commands wait and readiness reports it.
+            match chain.credentials().await {
+                Ok(_) => info!(source = chain.name(), "credential source in use"),
+                Err(e) => warn!(error = %e, "no credentials yet: commands will wait"),
+            }
+            chain
+        }
+    };
+    let identities = Arc::new(Identities::new(own, roles, sts));
     let health = Health::new();
     let http_stop = CancellationToken::new();
     let (addr, http) = crate::http::serve(

@@ -5,7 +5,12 @@
 //! [`identities`] decides which credentials a command uses; [`sts`] obtains
 //! role sessions.
 
+pub mod cache;
+pub mod chain;
 pub mod identities;
+pub mod metadata;
+pub mod oidc;
+pub mod profile;
 pub mod provider;
 pub mod sts;
 

@@ -33,3 +33,22 @@ impl Provider for Static {
         "static"
     }
 }
+
+/// Fixed credentials found by a source of the default chain, under its name.
+pub struct Fixed {
+    /// The source's name (`environment`, ...).
+    pub name: &'static str,
+    /// The credentials.
+    pub credentials: Credentials,
+}
+
+impl Provider for Fixed {
+    fn credentials(&self) -> BoxFuture<'_, Result<Credentials, ApiError>> {
+        let result = Ok(self.credentials.clone());
+        Box::pin(async move { result })
+    }
+
+    fn name(&self) -> &'static str {
+        self.name
+    }
+}

@@ -108,11 +108,16 @@ impl StsClient {
         base: &Credentials,
         role_arn: &str,
     ) -> Result<Session, ApiError> {
-        let params = vec![
-            ("RoleArn".to_owned(), role_arn.to_owned()),
-            ("RoleSessionName".to_owned(), SESSION_NAME.to_owned()),
-            ("DurationSeconds".to_owned(), SESSION_SECONDS.to_string()),
-        ];
+        self.assume_role_as(base, &RoleRequest::new(role_arn)).await
+    }
+
+    /// `AssumeRole` with a session name, duration and optional policy.
+    pub async fn assume_role_as(
+        &self,
+        base: &Credentials,
+        role: &RoleRequest,
+    ) -> Result<Session, ApiError> {
+        let params = role.params();
         let (answer, request_id): (AssumeRoleResponse, _) = SignedCall {
             http: &self.http,
             base: &self.base,
@@ -126,20 +131,115 @@ impl StsClient {
         }
         .send()
         .await?;
-        let c = answer.credentials;
-        let expires_at =
-            OffsetDateTime::parse(&c.expiration, &Rfc3339).map_err(|e| ApiError::Decode {
-                http_status: 200,
-                message: format!("AssumeRole Expiration {:?}: {e}", c.expiration),
-                request_id,
-            })?;
-        Ok(Session {
-            credentials: Credentials {
-                access_key_id: c.access_key_id,
-                access_key_secret: c.access_key_secret,
-                security_token: Some(c.security_token),
-            },
-            expires_at,
-        })
+        session_of(answer, request_id)
+    }
+
+    /// `AssumeRoleWithOIDC` (RRSA): anonymous, as the official SDKs send it:
+    /// common parameters in the query, the rest as a form body, no AccessKey
+    /// and no signature. One attempt.
+    pub async fn assume_role_with_oidc(
+        &self,
+        role: &RoleRequest,
+        provider_arn: &str,
+        oidc_token: &Secret,
+    ) -> Result<Session, ApiError> {
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("Action", "AssumeRoleWithOIDC")
+            .append_pair("Version", STS_VERSION)
+            .append_pair("Format", "JSON")
+            .append_pair("Timestamp", &crate::ecs::sign::timestamp_now())
+            .finish();
+        let form = {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            for (k, v) in role.params() {
+                form.append_pair(&k, &v);
+            }
+            form.append_pair("OIDCProviderArn", provider_arn);
+            form.append_pair("OIDCToken", oidc_token.expose());
+            form.finish()
+        };
+        let (answer, request_id): (AssumeRoleResponse, _) = crate::ecs::transport::send_unsigned(
+            self.http
+                .post(format!("{}/?{query}", self.base))
+                .header("accept", "application/json")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form),
+            "AssumeRoleWithOIDC",
+        )
+        .await?;
+        session_of(answer, request_id)
+    }
+}
+
+/// What to ask STS for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleRequest {
+    /// The role's ARN.
+    pub role_arn: String,
+    /// `RoleSessionName` (shown in ActionTrail).
+    pub session_name: String,
+    /// `DurationSeconds`.
+    pub duration_seconds: u32,
+    /// An optional policy narrowing the session.
+    pub policy: Option<String>,
+}
+
+impl RoleRequest {
+    /// The worker's defaults for `role_arn`.
+    pub fn new(role_arn: &str) -> Self {
+        Self {
+            role_arn: role_arn.to_owned(),
+            session_name: SESSION_NAME.to_owned(),
+            duration_seconds: SESSION_SECONDS,
+            policy: None,
+        }
+    }
+
+    fn params(&self) -> Vec<(String, String)> {
+        let mut params = vec![
+            ("RoleArn".to_owned(), self.role_arn.clone()),
+            ("RoleSessionName".to_owned(), self.session_name.clone()),
+            (
+                "DurationSeconds".to_owned(),
+                self.duration_seconds.to_string(),
+            ),
+        ];
+        if let Some(p) = self.policy.as_ref().filter(|p| !p.is_empty()) {
+            params.push(("Policy".to_owned(), p.clone()));
+        }
+        params
+    }
+}
+
+fn session_of(answer: AssumeRoleResponse, request_id: Option<String>) -> Result<Session, ApiError> {
+    let c = answer.credentials;
+    let expires_at =
+        OffsetDateTime::parse(&c.expiration, &Rfc3339).map_err(|e| ApiError::Decode {
+            http_status: 200,
+            message: format!("STS Expiration {:?}: {e}", c.expiration),
+            request_id,
+        })?;
+    Ok(Session {
+        credentials: Credentials {
+            access_key_id: c.access_key_id,
+            access_key_secret: c.access_key_secret,
+            security_token: Some(c.security_token),
+        },
+        expires_at,
+    })
+}
+
+/// Any STS failure as a credential failure (the operator's problem).
+pub fn as_credential_error(what: &str, e: ApiError) -> ApiError {
+    match e {
+        ApiError::Api { code, message, .. } => ApiError::Credentials {
+            message: format!("{what}: {message}"),
+            code: Some(code),
+        },
+        ApiError::Credentials { .. } => e,
+        other => ApiError::Credentials {
+            message: format!("{what}: {other}"),
+            code: Some(other.code().to_owned()),
+        },
     }
 }

@@ -82,44 +82,62 @@ impl SignedCall<'_> {
             request = request.header("traceparent", tp);
         }
         let response = request.send().await.map_err(transport)?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("x-acs-retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_millis);
-        let body = response.bytes().await.map_err(transport)?;
-        if (200..300).contains(&status) {
-            let value: T = serde_json::from_slice(&body).map_err(|e| ApiError::Decode {
-                http_status: status,
-                message: format!("{} answer: {e}", self.action),
-                request_id: request_id_of(&body),
-            })?;
-            return Ok((value, request_id_of(&body)));
-        }
-        Err(match serde_json::from_slice::<ErrorEnvelope>(&body) {
-            Ok(envelope) if !envelope.code.is_empty() => ApiError::Api {
-                http_status: status,
-                code: envelope.code,
-                message: envelope.message,
-                request_id: Some(envelope.request_id).filter(|r| !r.is_empty()),
-                retry_after,
-            },
-            // No envelope: an HTTP-level failure (proxy, load balancer).
-            _ => ApiError::Api {
-                http_status: status,
-                code: if status >= 500 {
-                    "ServiceUnavailable".into()
-                } else {
-                    format!("Http{status}")
-                },
-                message: format!("HTTP {status} without an error envelope"),
-                request_id: None,
-                retry_after,
-            },
-        })
+        read_answer(response, self.action).await
     }
+}
+
+/// Decodes a 2xx answer into `T`, or reads the error envelope.
+async fn read_answer<T: DeserializeOwned>(
+    response: reqwest::Response,
+    action: &str,
+) -> Result<(T, Option<String>), ApiError> {
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("x-acs-retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_millis);
+    let body = response.bytes().await.map_err(transport)?;
+    if (200..300).contains(&status) {
+        let value: T = serde_json::from_slice(&body).map_err(|e| ApiError::Decode {
+            http_status: status,
+            message: format!("{} answer: {e}", action),
+            request_id: request_id_of(&body),
+        })?;
+        return Ok((value, request_id_of(&body)));
+    }
+    Err(match serde_json::from_slice::<ErrorEnvelope>(&body) {
+        Ok(envelope) if !envelope.code.is_empty() => ApiError::Api {
+            http_status: status,
+            code: envelope.code,
+            message: envelope.message,
+            request_id: Some(envelope.request_id).filter(|r| !r.is_empty()),
+            retry_after,
+        },
+        // No envelope: an HTTP-level failure (proxy, load balancer).
+        _ => ApiError::Api {
+            http_status: status,
+            code: if status >= 500 {
+                "ServiceUnavailable".into()
+            } else {
+                format!("Http{status}")
+            },
+            message: format!("HTTP {status} without an error envelope"),
+            request_id: None,
+            retry_after,
+        },
+    })
+}
+
+/// Sends an unsigned request (STS `AssumeRoleWithOIDC`) and reads the answer
+/// like a signed one.
+pub async fn send_unsigned<T: DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+    action: &str,
+) -> Result<(T, Option<String>), ApiError> {
+    let response = request.send().await.map_err(transport)?;
+    read_answer(response, action).await
 }
 
 fn request_id_of(body: &[u8]) -> Option<String> {

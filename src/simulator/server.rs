@@ -143,6 +143,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
             axum::routing::post(put_role).delete(remove_role),
         )
         .route("/_sim/keys/{id}", delete(revoke_key))
+        .route(
+            "/_sim/oidc-providers",
+            axum::routing::post(put_oidc_provider),
+        )
         .with_state(shared)
 }
 
@@ -307,6 +311,23 @@ fn handle(
         result: Err(super::faults::unavailable()),
     };
     if outage == Some(Outage::Unavailable) {
+        return out;
+    }
+    if out.action == "AssumeRoleWithOIDC" {
+        // Anonymous, as in STS: parameters in the query and the form body.
+        out.params = url::form_urlencoded::parse(query.as_bytes())
+            .chain(url::form_urlencoded::parse(body))
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        out.result = lock(&sim.sts)
+            .assume_role_with_oidc(&out.params, time::OffsetDateTime::now_utc(), request_id)
+            .map(Answer::AssumeRole);
+        // The request log is readable by anyone: keep the bearer token out of it.
+        for (k, v) in &mut out.params {
+            if k == "OIDCToken" {
+                *v = "[redacted]".into();
+            }
+        }
         return out;
     }
     let req = IncomingRequest {
@@ -518,6 +539,26 @@ async fn put_role(State(sim): State<Arc<Shared>>, body: Bytes) -> Response {
             StatusCode::NO_CONTENT.into_response()
         }
         Ok(_) => bad_request("RoleArn must not be empty".into()),
+        Err(e) => bad_request(e.to_string()),
+    }
+}
+
+/// The body of `POST /_sim/oidc-providers`.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct OidcProviderRule {
+    provider_arn: String,
+    #[serde(default)]
+    token: Option<String>,
+}
+
+async fn put_oidc_provider(State(sim): State<Arc<Shared>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<OidcProviderRule>(&body) {
+        Ok(r) if !r.provider_arn.is_empty() => {
+            lock(&sim.sts).put_oidc_provider(r.provider_arn, r.token);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(_) => bad_request("ProviderArn must not be empty".into()),
         Err(e) => bad_request(e.to_string()),
     }
 }

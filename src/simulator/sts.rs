@@ -5,6 +5,13 @@
 //! `{"RoleArn": "...", "Denied": false}`, `DELETE /_sim/roles?RoleArn=...`). An
 //! unknown role answers 404 `EntityNotExist.Role`, a denied one 403
 //! `NoPermission`, as STS does.
+//!
+//! `AssumeRoleWithOIDC` (RRSA) is anonymous, as in STS: no AccessKey, no
+//! signature. OIDC providers are registered through the control plane
+//! (`POST /_sim/oidc-providers` with `{"ProviderArn": "...", "Token": "..."}`;
+//! without `Token` any non-empty token is accepted). An unknown provider
+//! answers 404 `EntityNotExist.OIDCProvider`, a wrong token 400
+//! `AuthenticationFail.OIDCToken.Invalid`.
 
 use super::actions::ApiError;
 use crate::credentials::sts::{AssumeRoleResponse, AssumedRoleUser, StsCredentials};
@@ -28,6 +35,8 @@ pub struct Sts {
     /// Role ARN → denied.
     roles: HashMap<String, bool>,
     sessions: HashMap<String, Session>,
+    /// OIDC provider ARN → the one token it accepts (`None`: any non-empty one).
+    oidc_providers: HashMap<String, Option<String>>,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -40,6 +49,48 @@ impl Sts {
     /// Registers (or updates) a role.
     pub fn put_role(&mut self, arn: String, denied: bool) {
         self.roles.insert(arn, denied);
+    }
+
+    /// Registers (or updates) an OIDC provider.
+    pub fn put_oidc_provider(&mut self, arn: String, token: Option<String>) {
+        self.oidc_providers.insert(arn, token);
+    }
+
+    /// `AssumeRoleWithOIDC`: the provider must be registered and the token match.
+    pub fn assume_role_with_oidc(
+        &mut self,
+        params: &[(String, String)],
+        now: OffsetDateTime,
+        request_id: &str,
+    ) -> Result<AssumeRoleResponse, ApiError> {
+        let get = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+                .filter(|v| !v.is_empty())
+        };
+        let provider =
+            get("OIDCProviderArn").ok_or_else(|| ApiError::missing("OIDCProviderArn"))?;
+        let token = get("OIDCToken").ok_or_else(|| ApiError::missing("OIDCToken"))?;
+        match self.oidc_providers.get(provider) {
+            None => {
+                return Err(ApiError::new(
+                    404,
+                    "EntityNotExist.OIDCProvider",
+                    format!("The OIDC provider {provider} does not exist."),
+                ));
+            }
+            Some(Some(expected)) if expected != token => {
+                return Err(ApiError::new(
+                    400,
+                    "AuthenticationFail.OIDCToken.Invalid",
+                    "The OIDC token is invalid.",
+                ));
+            }
+            Some(_) => {}
+        }
+        self.assume_role(params, now, request_id)
     }
 
     /// Forgets a role; its sessions stay valid until they expire, as in RAM.

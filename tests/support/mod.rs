@@ -351,6 +351,8 @@ impl Env {
             ("LIFECYCLE__RETRY__MAX_INTERVAL_MS", "100".into()),
             ("LIFECYCLE__TELEMETRY__LOG_FORMAT", "text".into()),
             ("RUST_LOG", "info".into()),
+            // Tests never reach for the real ECS metadata service.
+            ("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true".into()),
             ("HOME", self.tmp.path().display().to_string()),
         ]
         .into_iter()

@@ -78,11 +78,22 @@ impl SignedCall<'_> {
         for (name, value) in &signed.headers {
             request = request.header(name.as_str(), value.as_str());
         }
-        if let Some(tp) = self.traceparent {
+        // With OTel on, the request names the current (attempt) span as parent.
+        let current = crate::telemetry::current_traceparent();
+        if let Some(tp) = current.as_deref().or(self.traceparent) {
             request = request.header("traceparent", tp);
+        }
+        let span = tracing::Span::current();
+        span.record("server.address", self.host);
+        if let Some((_, region)) = self.params.iter().find(|(k, _)| k == "RegionId") {
+            span.record("cloud.region", region.as_str());
         }
         let response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
+        span.record("http.response.status_code", status);
+        if let Some(id) = request_id_of_header(response.headers()) {
+            span.record("ecs.request_id", id.as_str());
+        }
         let retry_after = response
             .headers()
             .get("x-acs-retry-after")
@@ -96,7 +107,11 @@ impl SignedCall<'_> {
                 message: format!("{} answer: {e}", self.action),
                 request_id: request_id_of(&body),
             })?;
-            return Ok((value, request_id_of(&body)));
+            let request_id = request_id_of(&body);
+            if let Some(id) = &request_id {
+                span.record("ecs.request_id", id.as_str());
+            }
+            return Ok((value, request_id));
         }
         Err(match serde_json::from_slice::<ErrorEnvelope>(&body) {
             Ok(envelope) if !envelope.code.is_empty() => ApiError::Api {
@@ -120,6 +135,13 @@ impl SignedCall<'_> {
             },
         })
     }
+}
+
+fn request_id_of_header(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers
+        .get("x-acs-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 fn request_id_of(body: &[u8]) -> Option<String> {

@@ -65,6 +65,8 @@ where
     OTEL_ENABLED.store(true, Ordering::Relaxed);
     tracing_opentelemetry::layer()
         .with_tracer(provider.tracer(TRACER_NAME))
+        // Its `target` attribute (the module path) would shadow the command span's `target`.
+        .with_target(false)
         .with_filter(Targets::new().with_target("lifecycle_worker", tracing::Level::INFO))
 }
 
@@ -191,7 +193,7 @@ pub fn ecs_attempt_span(action: &str, attempt: u32) -> tracing::Span {
         rpc.service = "Ecs",
         rpc.method = action,
         ecs.action = action,
-        ecs.attempt = attempt,
+        ecs.attempt = i64::from(attempt),
         cloud.region = tracing::field::Empty,
         server.address = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,

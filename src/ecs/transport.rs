@@ -90,7 +90,7 @@ impl SignedCall<'_> {
         }
         let response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
-        span.record("http.response.status_code", status);
+        span.record("http.response.status_code", i64::from(status));
         if let Some(id) = request_id_of_header(response.headers()) {
             span.record("ecs.request_id", id.as_str());
         }

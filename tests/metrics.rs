@@ -230,4 +230,33 @@ async fn counters_hold_exact_values_after_a_scripted_run() {
         assert!(!text.contains(id.as_str()), "{id} in /metrics");
     }
     assert!(!text.contains("mi-test"), "an instance id in /metrics");
+
+    // The dashboard only queries series this output has.
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/grafana-dashboard.json"
+        ))
+        .expect("dashboard"),
+    )
+    .expect("dashboard is JSON");
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().expect("expr");
+            for (i, _) in expr.match_indices("lifecycle_") {
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                queried += 1;
+                assert!(
+                    text.lines().any(|l| l.starts_with(&format!("{name}{{"))
+                        || l.starts_with(&format!("{name} "))),
+                    "the dashboard queries {name}, which /metrics does not have"
+                );
+            }
+        }
+    }
+    assert!(queried > 10);
 }

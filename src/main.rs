@@ -35,11 +35,17 @@ fn main() -> ExitCode {
                     Ok(s) => s,
                     Err(code) => return Ok(code),
                 };
-                telemetry::init(settings.telemetry.log_format);
-                lifecycle_worker::cli::run::run(settings).await?;
+                let traces = telemetry::init(&settings.telemetry);
+                let result = lifecycle_worker::cli::run::run(settings).await;
+                // Flush the last spans (blocking: the exporter runs on this runtime).
+                let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+                result?;
             }
             Command::Simulate(args) => {
-                telemetry::init(lifecycle_worker::settings::LogFormat::Auto);
+                let _ = telemetry::init(&lifecycle_worker::settings::TelemetrySettings {
+                    log_format: lifecycle_worker::settings::LogFormat::Auto,
+                    otlp_endpoint: String::new(),
+                });
                 let stop = CancellationToken::new();
                 lifecycle_worker::cli::run::cancel_on_signals(stop.clone());
                 lifecycle_worker::simulator::run(args, stop).await?;

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// The immediate-retry policy of one step.
 #[derive(Debug, Clone)]
@@ -168,7 +169,17 @@ impl Retrier {
         loop {
             attempts += 1;
             let t0 = tokio::time::Instant::now();
-            let result = call().await;
+            let span = crate::telemetry::ecs_attempt_span(action.as_str(), attempts);
+            let result = call().instrument(span.clone()).await;
+            if let Err(e) = &result {
+                span.record("ecs.error_code", e.code());
+                span.record("error.type", e.code());
+                span.record("otel.status_code", "ERROR");
+                if let Some(id) = e.request_id() {
+                    span.record("ecs.request_id", id);
+                }
+            }
+            drop(span);
             let error = match result {
                 Ok(value) => {
                     self.observer.attempt(action, None, t0.elapsed());

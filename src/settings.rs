@@ -261,6 +261,10 @@ pub struct AccountSettings {
 pub struct TelemetrySettings {
     /// `auto`, `text` or `json`.
     pub log_format: LogFormat,
+    /// OTLP/gRPC collector for traces, e.g. `http://otel-collector:4317`;
+    /// empty (the default): no OpenTelemetry export.
+    #[serde(default)]
+    pub otlp_endpoint: String,
 }
 
 /// How log lines are written.

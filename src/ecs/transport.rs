@@ -78,12 +78,37 @@ impl SignedCall<'_> {
         for (name, value) in &signed.headers {
             request = request.header(name.as_str(), value.as_str());
         }
-        if let Some(tp) = self.traceparent {
+        // With OTel on, the request names the current (attempt) span as parent.
+        let current = crate::telemetry::current_traceparent();
+        if let Some(tp) = current.as_deref().or(self.traceparent) {
             request = request.header("traceparent", tp);
         }
+        let span = tracing::Span::current();
+        span.record("server.address", self.host);
+        if let Some((_, region)) = self.params.iter().find(|(k, _)| k == "RegionId") {
+            span.record("cloud.region", region.as_str());
+        }
         let response = request.send().await.map_err(transport)?;
-        read_answer(response, self.action).await
+        span.record(
+            "http.response.status_code",
+            i64::from(response.status().as_u16()),
+        );
+        if let Some(id) = request_id_of_header(response.headers()) {
+            span.record("ecs.request_id", id.as_str());
+        }
+        let answer = read_answer(response, self.action).await;
+        if let Ok((_, Some(id))) = &answer {
+            span.record("ecs.request_id", id.as_str());
+        }
+        answer
     }
+}
+
+fn request_id_of_header(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers
+        .get("x-acs-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// Decodes a 2xx answer into `T`, or reads the error envelope.

@@ -30,17 +30,39 @@ impl Worker {
     pub async fn handle(&self, delivery: Delivery, kind: CommandKind, publisher: Publisher) {
         self.metrics.in_flight.inc();
         let props = &delivery.properties;
-        let trace = TraceContext::continue_or_start(
+        let mut trace = TraceContext::continue_or_start(
             messages::header_str(props, "traceparent"),
             messages::header_str(props, "tracestate"),
         );
+        let queue = self.topology.queue(kind);
+        let destination = destination_name(
+            delivery.exchange.as_str(),
+            delivery.routing_key.as_str(),
+            queue,
+        );
+        // A consumer span (OpenTelemetry messaging conventions); with OTel on, its
+        // parent is the publisher's span and `trace` takes its ids.
         let span = info_span!(
             "command",
+            otel.name = format!("process {destination}"),
+            otel.kind = "consumer",
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "process",
+            messaging.operation.name = "process",
+            messaging.destination.name = %destination,
+            messaging.rabbitmq.destination.routing_key = delivery.routing_key.as_str(),
+            messaging.rabbitmq.message.delivery_tag = delivery.delivery_tag,
+            messaging.message.id = props.message_id().as_ref().map(|m| m.as_str()),
+            messaging.message.body.size = delivery.data.len(),
             kind = kind.as_str(),
             command_id = tracing::field::Empty,
             region = tracing::field::Empty,
-            trace_id = %trace.trace_id,
+            target = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
         );
+        crate::telemetry::bind_command_span(&span, &mut trace);
+        span.record("trace_id", trace.trace_id.as_str());
         let batch = self.process(&delivery, kind, &trace).instrument(span).await;
         settle(&delivery, &publisher, batch, &self.metrics).await;
         self.metrics.in_flight.dec();
@@ -159,6 +181,7 @@ impl Worker {
         let span = tracing::Span::current();
         span.record("command_id", command.id.as_str());
         span.record("region", command.region.as_str());
+        span.record("target", command.target_key().as_str());
 
         let _target = self.locks.lock(command.target_key()).await;
         let props = &delivery.properties;
@@ -250,6 +273,7 @@ impl Worker {
         trace: &TraceContext,
     ) -> Vec<Outgoing> {
         let reason = rejection.reason.as_str();
+        tracing::Span::current().record("outcome", "rejected");
         info!(kind = kind.as_str(), reason, "command rejected");
         self.metrics
             .command(kind.as_str(), Outcome::Rejected.as_str());
@@ -308,6 +332,7 @@ impl Worker {
                 let Some(terminal) = report.terminal_event(command) else {
                     return batch;
                 };
+                tracing::Span::current().record("outcome", outcome.as_str());
                 info!(outcome = outcome.as_str(), "command completed");
                 self.metrics.command(kind, outcome.as_str());
                 if matches!(outcome, Outcome::Failed | Outcome::PartiallyFailed) {
@@ -355,6 +380,7 @@ impl Worker {
         let Some(stage) = self.topology.stage(index) else {
             return batch;
         };
+        tracing::Span::current().record("outcome", "redelivery");
         debug!(stage = %stage.name, code = %error.code, reason, "command sent to delayed redelivery");
         self.metrics
             .redeliveries
@@ -373,6 +399,22 @@ impl Worker {
             trace,
         ));
         batch
+    }
+}
+
+/// `messaging.destination.name` for a RabbitMQ consumer (OpenTelemetry
+/// semantic conventions): `{exchange}:{routing key}:{queue}`, empty parts
+/// left out, and the queue alone when it equals the routing key.
+fn destination_name(exchange: &str, routing_key: &str, queue: &str) -> String {
+    let queue = if queue == routing_key { "" } else { queue };
+    let parts: Vec<&str> = [exchange, routing_key, queue]
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect();
+    if parts.is_empty() {
+        "amq.default".to_owned()
+    } else {
+        parts.join(":")
     }
 }
 

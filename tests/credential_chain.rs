@@ -147,6 +147,8 @@ async fn the_instance_ram_role_from_the_metadata_service_drives_a_decommission()
         "LIFECYCLE__CREDENTIALS__METADATA_ENDPOINT",
         metadata.as_str(),
     ));
+    // The harness disables the metadata source by default; this test points it at the fake.
+    extra.push(("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "false"));
     let w = env.start_worker(&extra).await;
 
     let id = new_id("imds");

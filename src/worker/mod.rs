@@ -215,6 +215,7 @@ impl Worker {
         );
         let session = CancellationToken::new();
         let mut loops = tokio::task::JoinSet::new();
+        let channels: Vec<Channel> = consumers.iter().map(|(_, ch, _)| ch.clone()).collect();
         for (kind, channel, consumer) in consumers {
             let worker = Arc::clone(self);
             let publisher = publisher.clone();
@@ -244,6 +245,11 @@ impl Worker {
                 // as the last in-flight command settles, not at the grace deadline.
                 tracker.close();
                 self.drain(tracker).await;
+                // Acks of the drained commands went out on these channels; close
+                // them (then the publisher's) before the connection, in order.
+                for channel in channels.iter().chain([publisher.channel()]) {
+                    let _ = channel.close(200, "shutdown".into()).await;
+                }
                 SessionEnd::Shutdown
             }
             Some(why) => SessionEnd::Lost(why),

@@ -87,12 +87,20 @@ impl RetryBudget {
             .is_ok()
     }
 
-    /// Returns one token after a success, up to the capacity.
+    /// Returns one token after a first-try success, up to the capacity.
     pub fn earn(&self) {
+        self.refund(1);
+    }
+
+    /// Returns `amount` tokens, up to the capacity: a retry that succeeded
+    /// gives back what it cost (smithy's standard strategy), so a steady rate
+    /// of transient errors that retries cure does not drain the budget; only
+    /// retries that keep failing do.
+    pub fn refund(&self, amount: u32) {
         let _ = self
             .tokens
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
-                (t < self.capacity).then_some(t + 1)
+                (t < self.capacity).then_some(t.saturating_add(amount).min(self.capacity))
             });
     }
 
@@ -166,6 +174,8 @@ impl Retrier {
         let started = tokio::time::Instant::now();
         let mut backoff = self.policy.backoff();
         let mut attempts = 0u32;
+        // What the last immediate retry cost, refunded if it succeeds.
+        let mut last_cost: Option<u32> = None;
         loop {
             attempts += 1;
             let t0 = tokio::time::Instant::now();
@@ -183,7 +193,10 @@ impl Retrier {
             let error = match result {
                 Ok(value) => {
                     self.observer.attempt(action, None, t0.elapsed());
-                    self.budget.earn();
+                    match last_cost {
+                        Some(cost) => self.budget.refund(cost),
+                        None => self.budget.earn(),
+                    }
                     return StepOutcome {
                         end: StepEnd::Done(value),
                         attempts,
@@ -211,6 +224,7 @@ impl Retrier {
                     if over_budget || !self.budget.try_spend(cost) {
                         StepEnd::Redeliver(error)
                     } else {
+                        last_cost = Some(cost);
                         self.observer.retry(action, wait);
                         tokio::select! {
                             () = tokio::time::sleep(wait) => continue,
@@ -331,6 +345,29 @@ mod tests {
         assert_eq!(out.attempts, 1);
         r.budget.earn();
         assert_eq!(r.budget.available(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_that_succeed_refund_their_cost() {
+        let r = retrier(30_000);
+        // 30 % of attempts fail once and then succeed: the budget must not drain.
+        for i in 0..1000 {
+            let script = if i % 10 < 3 {
+                vec![Err(api("InternalError.Dispatch", 500, None)), Ok(1)]
+            } else {
+                vec![Ok(1)]
+            };
+            let (out, _) = scripted(&r, script).await;
+            assert!(matches!(out.end, StepEnd::Done(1)), "command {i}");
+        }
+        assert_eq!(r.budget.available(), 500);
+        // Retries that keep failing do drain it.
+        let failing = (0..200)
+            .map(|_| Err(api("InternalError", 500, None)))
+            .collect();
+        let (out, _) = scripted(&r, failing).await;
+        assert!(matches!(out.end, StepEnd::Redeliver(_)));
+        assert!(r.budget.available() < 500);
     }
 
     #[tokio::test(start_paused = true)]

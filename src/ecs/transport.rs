@@ -25,6 +25,8 @@ pub fn http_client(timeouts: Timeouts) -> Result<reqwest::Client, reqwest::Error
         .connect_timeout(timeouts.connect)
         .timeout(timeouts.request)
         .pool_max_idle_per_host(256)
+        // A signed API call is never redirected; skip the redirect layer's per-request cost.
+        .redirect(reqwest::redirect::Policy::none())
         .tcp_nodelay(true)
         .build()
 }

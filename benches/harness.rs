@@ -692,7 +692,11 @@ fn worker_env(url: &str, endpoint: &str, cfg: &RunCfg, port: u16) -> Vec<(String
         ("LIFECYCLE__RETRY__INITIAL_INTERVAL_MS", "20".into()),
         ("LIFECYCLE__RETRY__MAX_INTERVAL_MS", "200".into()),
         ("LIFECYCLE__RETRY__MAX_ELAPSED_MS", "10000".into()),
-        ("LIFECYCLE__RETRY__REDELIVERY_DELAYS", "1s,2s".into()),
+        // Short delayed redeliveries, enough stages that 30 % errors never exhaust them.
+        (
+            "LIFECYCLE__RETRY__REDELIVERY_DELAYS",
+            "100ms,200ms,500ms,1s,1s,1s,1s,1s,1s,1s".into(),
+        ),
         ("RUST_LOG", "warn".into()),
     ]
     .into_iter()

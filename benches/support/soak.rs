@@ -228,7 +228,7 @@ pub(crate) async fn soak(args: Args) {
         .filter(|v| v.as_u64().unwrap_or(0) > 1)
         .count();
     let deregistered = deregs.len();
-    let t = shared.0.lock().expect("tally");
+    let t = snapshot(&shared);
     let missing = t.completions.iter().filter(|c| **c == 0).count();
     let with_dups = t.completions.iter().filter(|c| **c > 1).count();
     let mut lat: Vec<f64> = t
@@ -350,7 +350,6 @@ pub(crate) async fn soak(args: Args) {
         "\nsoak verdict: {}",
         if pass { "PASS" } else { "FAIL" }
     ));
-    drop(t);
     let _ = conn.close(200, "done".into()).await;
     sim.shutdown().await;
     drop(vhost);
@@ -358,5 +357,25 @@ pub(crate) async fn soak(args: Args) {
         let _ = std::fs::remove_dir_all(&logdir);
     } else {
         eprintln!("worker logs kept in {}", logdir.display());
+    }
+}
+
+/// The collector's findings, copied out of the lock.
+struct Snapshot {
+    sent: Vec<Option<Instant>>,
+    done: Vec<Option<Instant>>,
+    completions: Vec<u32>,
+    duplicates: usize,
+    outcomes: BTreeMap<String, usize>,
+}
+
+fn snapshot(shared: &Shared) -> Snapshot {
+    let t = shared.0.lock().expect("tally");
+    Snapshot {
+        sent: t.sent.clone(),
+        done: t.done.clone(),
+        completions: t.completions.clone(),
+        duplicates: t.duplicates,
+        outcomes: t.outcomes.clone(),
     }
 }

@@ -728,7 +728,17 @@ fn spawn_sut(
     let env = worker_env(url, endpoint, cfg, port);
     let (mut cmd, http_port) = match cfg.system {
         System::Worker => {
-            let mut c = clean_command(env!("CARGO_BIN_EXE_lifecycle-worker"));
+            // `BENCH_WORKER_WRAP="valgrind --tool=callgrind"` profiles the worker.
+            let wrap = std::env::var("BENCH_WORKER_WRAP").unwrap_or_default();
+            let mut words = wrap.split_whitespace();
+            let mut c = match words.next() {
+                Some(program) => {
+                    let mut c = clean_command(program);
+                    c.args(words).arg(env!("CARGO_BIN_EXE_lifecycle-worker"));
+                    c
+                }
+                None => clean_command(env!("CARGO_BIN_EXE_lifecycle-worker")),
+            };
             c.arg("run").envs(env);
             (c, Some(port))
         }

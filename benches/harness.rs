@@ -789,6 +789,7 @@ struct RunResult {
     p99: f64,
     cpu_per_1000: f64,
     peak_rss_mib: f64,
+    api_calls_per_cmd: f64,
     duplicates: usize,
     outcomes: BTreeMap<String, usize>,
     ok: bool,
@@ -858,6 +859,19 @@ async fn run_once(args: &Args, cfg: &RunCfg, logdir: &std::path::Path, tag: &str
     let pid = sut.pid();
     let cpu1 = cpu_seconds(pid, tck);
     result.peak_rss_mib = status_mib(pid, "VmHWM:");
+    let calls = reqwest::Client::new()
+        .get(format!("{}/_sim/requests", sim.endpoint()))
+        .send()
+        .await
+        .ok();
+    let calls = match calls {
+        Some(r) => r
+            .json::<Vec<serde_json::Value>>()
+            .await
+            .map_or(0, |v| v.len()),
+        None => 0,
+    };
+    result.api_calls_per_cmd = calls as f64 / cfg.n as f64;
     if let Ok(Some(st)) = sut.child.try_wait() {
         result.note = format!("{} exited ({st}); {}", cfg.system.name(), result.note);
     }
@@ -934,6 +948,7 @@ struct Summary {
     p99: f64,
     cpu_per_1000: f64,
     peak_rss_mib: f64,
+    api_calls_per_cmd: f64,
     duplicates: usize,
     outcomes: BTreeMap<String, usize>,
     load: String,
@@ -957,13 +972,13 @@ impl Report {
     }
 }
 
-const HEADER: &str = "| system | N | conc | prefetch | API latency | errors | rate | commands/s | p50 ms | p90 ms | p99 ms | CPU s / 1k | peak RSS MiB | dups | outcomes | runs ok | load at start |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |";
+const HEADER: &str = "| system | N | conc | prefetch | API latency | errors | rate | commands/s | p50 ms | p90 ms | p99 ms | CPU s / 1k | peak RSS MiB | API calls / cmd | dups | outcomes | runs ok | load at start |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |";
 
 fn row(s: &Summary) -> String {
     let c = &s.cfg;
     let outcomes: Vec<String> = s.outcomes.iter().map(|(k, v)| format!("{k}:{v}")).collect();
     format!(
-        "| {} | {} | {} | {} | {} ms | {:.0}% | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.3} | {:.1} | {} | {} | {}/{} | {} |",
+        "| {} | {} | {} | {} | {} ms | {:.0}% | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.3} | {:.1} | {:.2} | {} | {} | {}/{} | {} |",
         c.system.name(),
         c.n,
         c.concurrency,
@@ -977,6 +992,7 @@ fn row(s: &Summary) -> String {
         s.p99,
         s.cpu_per_1000,
         s.peak_rss_mib,
+        s.api_calls_per_cmd,
         s.duplicates,
         outcomes.join(" "),
         s.runs - s.failed,
@@ -1028,6 +1044,7 @@ async fn measure(args: &Args, report: &Report, cfg: RunCfg, logdir: &std::path::
         p99: pick(|r| r.p99),
         cpu_per_1000: pick(|r| r.cpu_per_1000),
         peak_rss_mib: pick(|r| r.peak_rss_mib),
+        api_calls_per_cmd: pick(|r| r.api_calls_per_cmd),
         duplicates: ok.iter().map(|r| r.duplicates).sum(),
         outcomes,
         load,

@@ -2,47 +2,11 @@
 //! through `command::parse`: every case must be rejected, with the expected
 //! reason, without a panic, and with problems that are safe to echo.
 
-use base64::Engine as _;
+mod corpus;
+
+use corpus::load;
 use lifecycle_worker::command::{CommandKind, Envelope, Policy, parse};
-use serde::Deserialize;
 use std::collections::BTreeSet;
-
-#[derive(Deserialize)]
-struct Corpus {
-    cases: Vec<Case>,
-}
-
-#[derive(Deserialize)]
-struct Case {
-    name: String,
-    kind: String,
-    content_type: Option<String>,
-    message_id: Option<String>,
-    body: Option<String>,
-    body_b64: Option<String>,
-    reason: String,
-}
-
-impl Case {
-    fn body(&self) -> Vec<u8> {
-        match (&self.body, &self.body_b64) {
-            (Some(text), None) => text.clone().into_bytes(),
-            (None, Some(b64)) => base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .unwrap_or_else(|e| panic!("{}: bad body_b64: {e}", self.name)),
-            _ => panic!("{}: exactly one of body and body_b64", self.name),
-        }
-    }
-}
-
-fn load() -> Corpus {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/hostile/corpus.json"
-    );
-    let text = std::fs::read_to_string(path).expect("corpus readable");
-    serde_json::from_str(&text).expect("corpus is valid")
-}
 
 /// What the contract's operator would see: no raw control or bidi characters.
 fn safe_to_echo(s: &str) -> bool {
@@ -53,17 +17,13 @@ fn safe_to_echo(s: &str) -> bool {
 
 #[test]
 fn every_hostile_case_is_rejected_with_its_reason() {
-    let corpus = load();
-    assert!(
-        corpus.cases.len() >= 60,
-        "corpus has {} cases",
-        corpus.cases.len()
-    );
-    let names: BTreeSet<_> = corpus.cases.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names.len(), corpus.cases.len(), "case names must be unique");
+    let cases = load();
+    assert!(cases.len() >= 60, "corpus has {} cases", cases.len());
+    let names: BTreeSet<_> = cases.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names.len(), cases.len(), "case names must be unique");
     let policy = Policy::default();
     let mut failures = Vec::new();
-    for case in &corpus.cases {
+    for case in &cases {
         let kind =
             CommandKind::from_name(&case.kind).unwrap_or_else(|| panic!("{}: bad kind", case.name));
         let body = case.body();
@@ -123,8 +83,8 @@ fn every_hostile_case_is_rejected_with_its_reason() {
 
 #[test]
 fn corpus_covers_every_parse_reason() {
-    let corpus = load();
-    let covered: BTreeSet<_> = corpus.cases.iter().map(|c| c.reason.as_str()).collect();
+    let cases = load();
+    let covered: BTreeSet<_> = cases.iter().map(|c| c.reason.as_str()).collect();
     for reason in lifecycle_worker::command::RejectReason::ALL {
         if !lifecycle_worker::command::RejectReason::WORKER.contains(&reason) {
             assert!(covered.contains(reason.as_str()), "no case for {reason}");

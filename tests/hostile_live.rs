@@ -2,59 +2,21 @@
 //! live worker, and signed-command authentication end to end (CONTRACT
 //! sections 3, 5 and 6). See `tests/support/mod.rs`.
 
+mod corpus;
 mod support;
 
-use base64::Engine as _;
+use corpus::load;
+
 use hmac::{Hmac, Mac};
 use lapin::BasicProperties;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use support::*;
 
 const T: Duration = Duration::from_secs(30);
-
-#[derive(Deserialize)]
-struct Corpus {
-    cases: Vec<Case>,
-}
-
-#[derive(Deserialize)]
-struct Case {
-    name: String,
-    kind: String,
-    content_type: Option<String>,
-    message_id: Option<String>,
-    body: Option<String>,
-    body_b64: Option<String>,
-    reason: String,
-}
-
-impl Case {
-    fn body(&self) -> Vec<u8> {
-        match (&self.body, &self.body_b64) {
-            (Some(text), None) => text.clone().into_bytes(),
-            (None, Some(b64)) => base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .unwrap_or_else(|e| panic!("{}: bad body_b64: {e}", self.name)),
-            _ => panic!("{}: exactly one of body and body_b64", self.name),
-        }
-    }
-}
-
-fn load() -> Vec<Case> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/hostile/corpus.json"
-    );
-    let text = std::fs::read_to_string(path).expect("corpus readable");
-    serde_json::from_str::<Corpus>(&text)
-        .expect("corpus is valid")
-        .cases
-}
 
 /// An exclusive reply queue and the messages arriving on it.
 async fn reply_queue(env: &Env) -> (String, Events) {

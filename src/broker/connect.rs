@@ -7,7 +7,17 @@
 
 use crate::settings::AmqpSettings;
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
+use lapin::uri::AMQPUri;
 use lapin::{Connection, ConnectionProperties};
+
+/// The largest AMQP frame the worker asks for, unless the URL names one
+/// (`?frame_max=`); the broker may lower it, never raise it.
+///
+/// lapin keeps a send and a receive buffer of 32 frames per connection, zero
+/// filled: at RabbitMQ's default of 128 KiB that is 8 MiB of resident memory
+/// for messages of a few KiB. At 16 KiB it is 1 MiB, and a command near the
+/// 64 KiB limit simply travels in a few body frames.
+pub const DEFAULT_FRAME_MAX: u32 = 16 * 1024;
 
 /// Why a connection could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +32,9 @@ pub enum ConnectError {
         /// The I/O error.
         reason: String,
     },
+    /// The URL is not an AMQP URL (the message never repeats it: it holds a password).
+    #[error("amqp.url is not a valid AMQP URL")]
+    Url,
     /// The broker refused or could not be reached.
     #[error(transparent)]
     Broker(#[from] lapin::Error),
@@ -59,11 +72,48 @@ pub fn tls_config(amqp: &AmqpSettings) -> Result<OwnedTLSConfig, ConnectError> {
     })
 }
 
+/// The broker URL as lapin takes it, asking for [`DEFAULT_FRAME_MAX`] unless
+/// the URL says otherwise.
+pub fn uri(amqp: &AmqpSettings) -> Result<AMQPUri, ConnectError> {
+    let mut uri: AMQPUri = amqp.url.expose().parse().map_err(|_| ConnectError::Url)?;
+    uri.query.frame_max.get_or_insert(DEFAULT_FRAME_MAX);
+    Ok(uri)
+}
+
 /// Connects with the configured URL and TLS material, naming the connection
 /// (operators find it in `rabbitmqctl list_connections`).
 pub async fn connect(amqp: &AmqpSettings, name: &str) -> Result<Connection, ConnectError> {
     let props = ConnectionProperties::default().with_connection_name(name.into());
     let runtime = lapin::runtime::default_runtime()?;
     let tls = tls_config(amqp)?;
-    Ok(Connection::connect_with_config(amqp.url.expose(), props, tls, runtime).await?)
+    Ok(Connection::connect_uri_with_config(uri(amqp)?, props, tls, runtime).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+    use crate::settings::Settings;
+
+    fn amqp(url: &str) -> AmqpSettings {
+        let no_env: [(String, String); 0] = [];
+        let mut amqp = Settings::load(&[], no_env).expect("defaults load").amqp;
+        amqp.url = Secret::new(url.to_owned());
+        amqp
+    }
+
+    #[test]
+    fn asks_for_small_frames_unless_the_url_names_a_size() {
+        let default = uri(&amqp("amqp://guest:guest@127.0.0.1:5672/%2f")).expect("parses");
+        assert_eq!(default.query.frame_max, Some(DEFAULT_FRAME_MAX));
+        let named = uri(&amqp("amqp://u:p@broker:5672/v?frame_max=131072")).expect("parses");
+        assert_eq!(named.query.frame_max, Some(131_072));
+        assert_eq!(named.vhost, "v");
+    }
+
+    #[test]
+    fn a_bad_url_is_refused_without_repeating_it() {
+        let e = uri(&amqp("amqp://user:hunter2@[::1")).expect_err("refused");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
 }

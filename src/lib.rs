@@ -6,6 +6,7 @@
 //! - [`command`]: bytes + AMQP properties → a validated command or a rejection.
 //! - [`playbook`]: which API calls a command makes and what the answers mean.
 //! - [`retry`]: immediate retries, backoff, the retry budget.
+//! - [`slot`]: a command's concurrency slot, given back while it waits.
 //! - [`event`]: the events the worker publishes.
 //! - [`auth`]: signed commands.
 //! - [`settings`]: typed, validated configuration.
@@ -35,6 +36,7 @@ pub mod retry;
 pub mod secret;
 pub mod settings;
 pub mod simulator;
+pub mod slot;
 pub mod telemetry;
 pub mod trace_context;
 pub mod worker;

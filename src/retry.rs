@@ -12,6 +12,7 @@
 
 use crate::ecs::error::{ApiAction, ApiError, ErrorClass, classify};
 use crate::settings::RetrySettings;
+use crate::slot::Slot;
 use backoff::backoff::Backoff;
 use std::future::Future;
 use std::sync::Arc;
@@ -166,7 +167,13 @@ pub struct Retrier {
 impl Retrier {
     /// Runs `call` until it succeeds, fails for good, or the budget is spent.
     /// Every attempt is a fresh call (so a fresh signature, nonce and timestamp).
-    pub async fn run<T, F, Fut>(&self, action: ApiAction, mut call: F) -> StepOutcome<T>
+    /// Backoff sleeps are waited out without the command's `slot`.
+    pub async fn run<T, F, Fut>(
+        &self,
+        action: ApiAction,
+        slot: &mut Slot,
+        mut call: F,
+    ) -> StepOutcome<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ApiError>>,
@@ -226,10 +233,18 @@ impl Retrier {
                     } else {
                         last_cost = Some(cost);
                         self.observer.retry(action, wait);
-                        tokio::select! {
-                            () = tokio::time::sleep(wait) => continue,
-                            () = self.shutdown.cancelled() => StepEnd::Redeliver(error),
+                        let slept = slot
+                            .wait_out(async {
+                                tokio::select! {
+                                    () = tokio::time::sleep(wait) => true,
+                                    () = self.shutdown.cancelled() => false,
+                                }
+                            })
+                            .await;
+                        if slept {
+                            continue;
                         }
+                        StepEnd::Redeliver(error)
                     }
                 }
             };
@@ -276,7 +291,7 @@ mod tests {
         let script = Mutex::new(script.into_iter());
         let times = Mutex::new(Vec::new());
         let out = r
-            .run(ApiAction::DisableActivation, || {
+            .run(ApiAction::DisableActivation, &mut Slot::unbounded(), || {
                 times.lock().expect("lock").push(start.elapsed());
                 let next = script.lock().expect("lock").next();
                 async move { next.unwrap_or(Ok(0)) }
@@ -294,6 +309,38 @@ mod tests {
         assert_eq!(out.attempts, 4);
         let ms: Vec<u128> = times.iter().map(|d| d.as_millis()).collect();
         assert_eq!(ms, [0, 100, 300, 700]);
+    }
+
+    /// A command sleeping out a backoff lends its concurrency slot; each attempt holds it.
+    #[tokio::test(start_paused = true)]
+    async fn a_backoff_sleep_lends_the_slot() {
+        let r = retrier(30_000);
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(1));
+        let permit = Arc::clone(&semaphore).acquire_owned().await.expect("p");
+        let mut slot = Slot::held(permit);
+        let free_at_attempts = Mutex::new(Vec::new());
+        let run = r.run(ApiAction::DisableActivation, &mut slot, || {
+            let mut seen = free_at_attempts.lock().expect("lock");
+            seen.push(semaphore.available_permits());
+            let first = seen.len() == 1;
+            async move {
+                if first {
+                    Err(api("InternalError.Dispatch", 500, None))
+                } else {
+                    Ok(1)
+                }
+            }
+        });
+        let probe = async {
+            // Halfway through the 100 ms backoff.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            semaphore.available_permits()
+        };
+        let (out, free_while_sleeping) = tokio::join!(run, probe);
+        assert!(matches!(out.end, StepEnd::Done(1)));
+        assert_eq!(free_while_sleeping, 1, "the slot is lent while sleeping");
+        assert_eq!(*free_at_attempts.lock().expect("lock"), [0, 0]);
+        assert!(slot.is_held());
     }
 
     #[tokio::test(start_paused = true)]

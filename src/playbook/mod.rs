@@ -20,6 +20,7 @@ use crate::ecs::model::{Activation, ManagedInstance};
 use crate::event::{Event, EventError, EventType, Outcome};
 use crate::limits::Limits;
 use crate::retry::{Retrier, StepEnd};
+use crate::slot::Slot;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -185,6 +186,9 @@ pub struct Run<'a, C: Cloud> {
     pub last_chance: bool,
     /// What the command may touch.
     pub limits: Limits,
+    /// The command's concurrency slot, lent out during backoff sleeps and
+    /// given back when the run is finished.
+    pub slot: Slot,
 }
 
 /// A step whose immediate retries ended in a transient or credential failure:
@@ -214,7 +218,14 @@ impl<'a, C: Cloud> Run<'a, C> {
             first_error: None,
             last_chance: false,
             limits: Limits::default(),
+            slot: Slot::unbounded(),
         }
+    }
+
+    /// Runs in the worker's concurrency `slot` (unit tests run unbounded).
+    pub fn slot(mut self, slot: Slot) -> Self {
+        self.slot = slot;
+        self
     }
 
     /// Applies blast-radius limits (the worker always does; unit tests may not).
@@ -243,7 +254,7 @@ impl<'a, C: Cloud> Run<'a, C> {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Called<T>, ApiError>>,
     {
-        let outcome = self.retrier.run(action, call).await;
+        let outcome = self.retrier.run(action, &mut self.slot, call).await;
         let total = self.attempts.entry(key.to_owned()).or_insert(0);
         *total = total.saturating_add(outcome.attempts);
         let total = *total;

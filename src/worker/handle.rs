@@ -1,5 +1,10 @@
 //! One delivery, from bytes to settlement.
 //!
+//! The command holds its concurrency [`Slot`] from the start until its
+//! playbook is done, lending it out while it waits for its target's lock or a
+//! backoff; settling (publishing and awaiting confirms) is waiting on the
+//! broker and holds no slot, only the unacknowledged delivery.
+//!
 //! [`Worker::handle`] reads the command, runs its playbook, and hands the
 //! resulting batch (events, reply, retry copy or dead letter) to [`settle`],
 //! **the one place a delivery is acknowledged**: only after every message of
@@ -16,6 +21,7 @@ use crate::broker::publisher::{Outgoing, Publisher};
 use crate::command::{self, Command, CommandKind, Envelope, FieldError, RejectReason, Rejection};
 use crate::event::{Event, EventError, Outcome};
 use crate::playbook::{self, End, Report, Run};
+use crate::slot::Slot;
 use crate::trace_context::TraceContext;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
@@ -26,8 +32,14 @@ use tracing::{Instrument, debug, info, info_span, warn};
 const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
 
 impl Worker {
-    /// Processes one delivery from the `kind` queue and settles it.
-    pub async fn handle(&self, delivery: Delivery, kind: CommandKind, publisher: Publisher) {
+    /// Processes one delivery from the `kind` queue in `slot`, and settles it.
+    pub async fn handle(
+        &self,
+        delivery: Delivery,
+        kind: CommandKind,
+        publisher: Publisher,
+        slot: Slot,
+    ) {
         self.metrics.in_flight.inc();
         let props = &delivery.properties;
         let mut trace = TraceContext::continue_or_start(
@@ -63,7 +75,10 @@ impl Worker {
         );
         crate::telemetry::bind_command_span(&span, &mut trace);
         span.record("trace_id", trace.trace_id.as_str());
-        let batch = self.process(&delivery, kind, &trace).instrument(span).await;
+        let batch = self
+            .process(&delivery, kind, &trace, slot)
+            .instrument(span)
+            .await;
         settle(&delivery, &publisher, batch, &self.metrics).await;
         self.metrics.in_flight.dec();
     }
@@ -170,6 +185,7 @@ impl Worker {
         delivery: &Delivery,
         kind: CommandKind,
         trace: &TraceContext,
+        mut slot: Slot,
     ) -> Vec<Outgoing> {
         let source_queue = self.topology.queue(kind).to_owned();
         let command = match self.read(delivery, kind) {
@@ -183,7 +199,7 @@ impl Worker {
         span.record("region", command.region.as_str());
         span.record("target", command.target_key().as_str());
 
-        let _target = self.locks.lock(command.target_key()).await;
+        let _target = slot.wait_out(self.locks.lock(command.target_key())).await;
         let props = &delivery.properties;
         let counts = messages::RetryCounts::of(props);
         let redeliveries = counts.redeliveries;
@@ -196,7 +212,8 @@ impl Worker {
                 let cloud = self.ecs.traced(credentials, Some(trace.traceparent()));
                 let run = Run::new(&command, &cloud, &self.retrier, prior)
                     .last_chance(last_chance)
-                    .limits(self.limits.clone());
+                    .limits(self.limits.clone())
+                    .slot(slot);
                 match &command.action {
                     command::Action::Decommission(order) => {
                         playbook::decommission::run(run, order).await

@@ -25,6 +25,7 @@ use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::retry::{Retrier, RetryBudget, RetryPolicy};
 use crate::settings::Settings;
+use crate::slot::Slot;
 use backoff::backoff::Backoff;
 use futures::StreamExt;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
@@ -318,8 +319,9 @@ impl Worker {
             let worker = Arc::clone(&self);
             let publisher = publisher.clone();
             tracker.spawn(async move {
-                worker.handle(delivery, kind, publisher).await;
-                drop(permit);
+                worker
+                    .handle(delivery, kind, publisher, Slot::held(permit))
+                    .await;
             });
         }
         // Stop the broker from sending more; unstarted prefetched deliveries

@@ -4,7 +4,7 @@
 use super::Credentials;
 use crate::ecs::error::ApiError;
 use crate::ecs::sign::SignatureVersion;
-use crate::ecs::transport::SignedCall;
+use crate::ecs::transport::{ApiHost, SignedCall};
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -76,8 +76,7 @@ pub struct Session {
 #[derive(Clone)]
 pub struct StsClient {
     http: reqwest::Client,
-    base: String,
-    host: String,
+    api: ApiHost,
     signature: SignatureVersion,
 }
 
@@ -88,15 +87,8 @@ impl StsClient {
         endpoint: &str,
         signature: SignatureVersion,
     ) -> Result<Self, url::ParseError> {
-        let url = url::Url::parse(endpoint)?;
-        let name = url.host_str().ok_or(url::ParseError::EmptyHost)?;
-        let host = match url.port() {
-            Some(p) => format!("{name}:{p}"),
-            None => name.to_owned(),
-        };
         Ok(Self {
-            base: format!("{}://{host}", url.scheme()),
-            host,
+            api: ApiHost::parse(endpoint)?,
             http,
             signature,
         })
@@ -120,8 +112,7 @@ impl StsClient {
         let params = role.params();
         let (answer, request_id): (AssumeRoleResponse, _) = SignedCall {
             http: &self.http,
-            base: &self.base,
-            host: &self.host,
+            api: &self.api,
             signature: self.signature,
             credentials: base,
             version: STS_VERSION,
@@ -160,7 +151,7 @@ impl StsClient {
         };
         let (answer, request_id): (AssumeRoleResponse, _) = crate::ecs::transport::send_unsigned(
             self.http
-                .post(format!("{}/?{query}", self.base))
+                .post(self.api.url(&query))
                 .header("accept", "application/json")
                 .header("content-type", "application/x-www-form-urlencoded")
                 .body(form),

@@ -5,7 +5,7 @@
 //! timestamp), which calling [`EcsClient::call`] again does.
 
 use super::endpoint::Endpoint;
-use super::error::{ApiAction, ApiError};
+use super::error::{ApiAction, ApiError, TransportKind};
 use super::model::{
     Activation, DeleteActivationResponse, DeregisterManagedInstanceResponse,
     DescribeActivationsResponse, DescribeManagedInstancesResponse, DisableActivationResponse,
@@ -74,11 +74,16 @@ impl EcsClient {
             limiter.acquire(region).await;
         }
         params.push(("RegionId".into(), region.to_owned()));
-        let (base, host) = self.endpoint.resolve(region);
+        let api = self
+            .endpoint
+            .resolve(region)
+            .map_err(|e| ApiError::Transport {
+                kind: TransportKind::Other,
+                message: format!("no endpoint for region {region}: {e}"),
+            })?;
         SignedCall {
             http: &self.http,
-            base: &base,
-            host: &host,
+            api: &api,
             signature: self.signature,
             credentials,
             version: API_VERSION,

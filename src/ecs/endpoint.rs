@@ -4,18 +4,16 @@
 //! except cn-hangzhou, which the SDKs address as `ecs-cn-hangzhou.aliyuncs.com`.
 //! An override (the simulator, a proxy, a VPC endpoint) applies to every region.
 
+use super::transport::ApiHost;
+use std::borrow::Cow;
+
 /// The endpoint rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
     /// `https://ecs.<region>.aliyuncs.com`.
     Regional,
-    /// One base URL for every region (scheme included, no trailing slash).
-    Override {
-        /// e.g. `http://127.0.0.1:8080`.
-        base: String,
-        /// The Host header value (`host[:port]`), which is signed.
-        host: String,
-    },
+    /// One endpoint for every region, parsed once.
+    Override(ApiHost),
 }
 
 impl Endpoint {
@@ -25,27 +23,20 @@ impl Endpoint {
         if value.is_empty() {
             return Ok(Self::Regional);
         }
-        let url = url::Url::parse(value)?;
-        let host_name = url.host_str().ok_or(url::ParseError::EmptyHost)?;
-        let host = match url.port() {
-            Some(port) => format!("{host_name}:{port}"),
-            None => host_name.to_owned(),
-        };
-        let base = format!("{}://{host}", url.scheme());
-        Ok(Self::Override { base, host })
+        ApiHost::parse(value).map(Self::Override)
     }
 
-    /// Base URL and Host header for a region.
-    pub fn resolve(&self, region: &str) -> (String, String) {
+    /// Where a region's calls go.
+    pub fn resolve(&self, region: &str) -> Result<Cow<'_, ApiHost>, url::ParseError> {
         match self {
-            Self::Override { base, host } => (base.clone(), host.clone()),
+            Self::Override(api) => Ok(Cow::Borrowed(api)),
             Self::Regional => {
                 let host = if region == "cn-hangzhou" {
                     "ecs-cn-hangzhou.aliyuncs.com".to_owned()
                 } else {
                     format!("ecs.{region}.aliyuncs.com")
                 };
-                (format!("https://{host}"), host)
+                ApiHost::parse(&format!("https://{host}")).map(Cow::Owned)
             }
         }
     }
@@ -55,30 +46,45 @@ impl Endpoint {
 mod tests {
     use super::*;
 
+    fn host(e: &Endpoint, region: &str) -> String {
+        e.resolve(region).expect("resolves").host().to_owned()
+    }
+
+    fn url(e: &Endpoint, region: &str) -> String {
+        e.resolve(region).expect("resolves").url("a=1").to_string()
+    }
+
     #[test]
     fn regional_and_override() {
         let r = Endpoint::Regional;
+        assert_eq!(host(&r, "cn-hangzhou"), "ecs-cn-hangzhou.aliyuncs.com");
         assert_eq!(
-            r.resolve("cn-hangzhou"),
-            (
-                "https://ecs-cn-hangzhou.aliyuncs.com".into(),
-                "ecs-cn-hangzhou.aliyuncs.com".into()
-            )
+            url(&r, "cn-hangzhou"),
+            "https://ecs-cn-hangzhou.aliyuncs.com/?a=1"
         );
-        assert_eq!(
-            r.resolve("cn-beijing").1,
-            "ecs.cn-beijing.aliyuncs.com".to_owned()
-        );
+        assert_eq!(host(&r, "cn-beijing"), "ecs.cn-beijing.aliyuncs.com");
         let o = Endpoint::from_setting("http://127.0.0.1:8080/").expect("valid");
-        assert_eq!(
-            o.resolve("cn-beijing"),
-            ("http://127.0.0.1:8080".into(), "127.0.0.1:8080".into())
-        );
-        let o = Endpoint::from_setting("https://ecs.example.com").expect("valid");
-        assert_eq!(o.resolve("x").1, "ecs.example.com");
+        assert_eq!(host(&o, "cn-beijing"), "127.0.0.1:8080");
+        assert_eq!(url(&o, "cn-beijing"), "http://127.0.0.1:8080/?a=1");
+        let o = Endpoint::from_setting("https://ecs.example.com/some/path").expect("valid");
+        assert_eq!(host(&o, "x"), "ecs.example.com");
+        assert_eq!(url(&o, "x"), "https://ecs.example.com/?a=1");
         assert_eq!(
             Endpoint::from_setting("").expect("valid"),
             Endpoint::Regional
+        );
+    }
+
+    #[test]
+    fn a_signed_query_is_sent_as_encoded() {
+        let o = Endpoint::from_setting("http://127.0.0.1:8080").expect("valid");
+        let query = "ClientToken=a%2Fb&RegionId=cn-hangzhou&Signature=x%2B%3D";
+        assert_eq!(
+            o.resolve("cn-hangzhou")
+                .expect("resolves")
+                .url(query)
+                .query(),
+            Some(query)
         );
     }
 }

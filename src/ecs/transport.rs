@@ -7,8 +7,44 @@ use super::error::{ApiError, TransportKind};
 use super::model::ErrorEnvelope;
 use super::sign::{self, SignatureVersion, SigningInput};
 use crate::credentials::Credentials;
+use reqwest::Url;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
+
+/// Where one API is served: the root URL every call is posted to, parsed once,
+/// and the `Host` value the signature covers (`host[:port]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiHost {
+    root: Url,
+    host: String,
+}
+
+impl ApiHost {
+    /// From an endpoint URL, scheme included (`https://ecs.example.com`,
+    /// `http://127.0.0.1:8080/`); its path, if any, is dropped.
+    pub fn parse(endpoint: &str) -> Result<Self, url::ParseError> {
+        let url = Url::parse(endpoint)?;
+        let name = url.host_str().ok_or(url::ParseError::EmptyHost)?;
+        let host = match url.port() {
+            Some(port) => format!("{name}:{port}"),
+            None => name.to_owned(),
+        };
+        let root = Url::parse(&format!("{}://{host}/", url.scheme()))?;
+        Ok(Self { root, host })
+    }
+
+    /// The `Host` header value, which is signed.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// `POST` target for a call: the root with the signed query.
+    pub fn url(&self, query: &str) -> Url {
+        let mut url = self.root.clone();
+        url.set_query(Some(query));
+        url
+    }
+}
 
 /// Timeouts for the HTTP client.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +63,10 @@ pub fn http_client(timeouts: Timeouts) -> Result<reqwest::Client, reqwest::Error
         .pool_max_idle_per_host(256)
         // A signed API call is never redirected; skip the redirect layer's per-request cost.
         .redirect(reqwest::redirect::Policy::none())
+        // Nor retried behind our back: a resend would reuse the signed nonce,
+        // and the worker owns its retries. No retries also means reqwest does
+        // not copy every request in case it needs one.
+        .retry(reqwest::retry::never().max_retries_per_request(0))
         .tcp_nodelay(true)
         .build()
 }
@@ -36,10 +76,8 @@ pub fn http_client(timeouts: Timeouts) -> Result<reqwest::Client, reqwest::Error
 pub struct SignedCall<'a> {
     /// The pooled client.
     pub http: &'a reqwest::Client,
-    /// Base URL, e.g. `https://ecs.cn-beijing.aliyuncs.com`.
-    pub base: &'a str,
-    /// The Host header value (signed).
-    pub host: &'a str,
+    /// Where the API is served.
+    pub api: &'a ApiHost,
     /// Signature scheme.
     pub signature: SignatureVersion,
     /// Who signs.
@@ -66,7 +104,7 @@ impl SignedCall<'_> {
             &SigningInput {
                 action: self.action,
                 version: self.version,
-                host: self.host,
+                host: self.api.host(),
                 params: self.params,
                 nonce: &nonce,
                 timestamp: &timestamp,
@@ -75,7 +113,7 @@ impl SignedCall<'_> {
         );
         let mut request = self
             .http
-            .post(format!("{}/?{}", self.base, signed.query))
+            .post(self.api.url(&signed.query))
             .header("accept", "application/json");
         for (name, value) in &signed.headers {
             request = request.header(name.as_str(), value.as_str());
@@ -86,7 +124,7 @@ impl SignedCall<'_> {
             request = request.header("traceparent", tp);
         }
         let span = tracing::Span::current();
-        span.record("server.address", self.host);
+        span.record("server.address", self.api.host());
         if let Some((_, region)) = self.params.iter().find(|(k, _)| k == "RegionId") {
             span.record("cloud.region", region.as_str());
         }

@@ -47,6 +47,8 @@ const KEY_SECRET: &str = "benchsecret";
 const REGION: &str = "cn-hangzhou";
 const PYTHON_PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/peers/python-worker");
 const COMPLETED: &str = "command.completed";
+/// Prefetch per unit of concurrency unless `--prefetch` says otherwise.
+const PREFETCH_PER_SLOT: u32 = 4;
 
 // ---------------------------------------------------------------------------
 // Arguments
@@ -273,6 +275,15 @@ fn cpu_seconds(pid: u32, tck: f64) -> f64 {
             .unwrap_or(0.0)
     };
     (ticks(14) + ticks(15)) / tck
+}
+
+/// The RabbitMQ node's process (`beam.smp`), to account for the broker's CPU.
+fn broker_pid() -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        (comm.trim() == "beam.smp").then_some(pid)
+    })
 }
 
 /// A `/proc/<pid>/status` field in MiB (`VmHWM`, `VmRSS`).
@@ -788,6 +799,8 @@ struct RunResult {
     p90: f64,
     p99: f64,
     cpu_per_1000: f64,
+    broker_cpu_per_1000: f64,
+    harness_cpu_per_1000: f64,
     peak_rss_mib: f64,
     api_calls_per_cmd: f64,
     duplicates: usize,
@@ -809,6 +822,9 @@ async fn run_once(args: &Args, cfg: &RunCfg, logdir: &std::path::Path, tag: &str
     spawn_collector(&conn, &queue, shared.clone()).await;
 
     let mut result = RunResult::default();
+    let broker = broker_pid();
+    let own = std::process::id();
+    let others0;
     let started;
     let mut sut;
     let cpu0;
@@ -830,6 +846,10 @@ async fn run_once(args: &Args, cfg: &RunCfg, logdir: &std::path::Path, tag: &str
         started = Instant::now();
         sut = spawn_sut(args, cfg, &url, &sim.endpoint(), logdir, tag);
         cpu0 = 0.0;
+        others0 = (
+            broker.map_or(f64::NAN, |b| cpu_seconds(b, tck)),
+            cpu_seconds(own, tck),
+        );
     } else {
         sut = spawn_sut(args, cfg, &url, &sim.endpoint(), logdir, tag);
         if let Err(e) = sut.wait_ready(Duration::from_secs(60)).await {
@@ -837,6 +857,10 @@ async fn run_once(args: &Args, cfg: &RunCfg, logdir: &std::path::Path, tag: &str
             return result;
         }
         cpu0 = cpu_seconds(sut.pid(), tck);
+        others0 = (
+            broker.map_or(f64::NAN, |b| cpu_seconds(b, tck)),
+            cpu_seconds(own, tck),
+        );
         started = Instant::now();
         let conn2 = &conn;
         let sh = shared.clone();
@@ -858,6 +882,10 @@ async fn run_once(args: &Args, cfg: &RunCfg, logdir: &std::path::Path, tag: &str
     }
     let pid = sut.pid();
     let cpu1 = cpu_seconds(pid, tck);
+    let others1 = (
+        broker.map_or(f64::NAN, |b| cpu_seconds(b, tck)),
+        cpu_seconds(own, tck),
+    );
     result.peak_rss_mib = status_mib(pid, "VmHWM:");
     let calls = reqwest::Client::new()
         .get(format!("{}/_sim/requests", sim.endpoint()))
@@ -898,7 +926,10 @@ async fn run_once(args: &Args, cfg: &RunCfg, logdir: &std::path::Path, tag: &str
         result.p50 = percentile(&lat, 50.0);
         result.p90 = percentile(&lat, 90.0);
         result.p99 = percentile(&lat, 99.0);
-        result.cpu_per_1000 = (cpu1 - cpu0) / t.completed.max(1) as f64 * 1000.0;
+        let per_1000 = |seconds: f64| seconds / t.completed.max(1) as f64 * 1000.0;
+        result.cpu_per_1000 = per_1000(cpu1 - cpu0);
+        result.broker_cpu_per_1000 = per_1000(others1.0 - others0.0);
+        result.harness_cpu_per_1000 = per_1000(others1.1 - others0.1);
         result.duplicates = t.duplicates;
         result.outcomes = t.outcomes.clone();
         result.ok = t.completed == cfg.n && result.note.is_empty();
@@ -947,6 +978,8 @@ struct Summary {
     p90: f64,
     p99: f64,
     cpu_per_1000: f64,
+    broker_cpu_per_1000: f64,
+    harness_cpu_per_1000: f64,
     peak_rss_mib: f64,
     api_calls_per_cmd: f64,
     duplicates: usize,
@@ -972,13 +1005,13 @@ impl Report {
     }
 }
 
-const HEADER: &str = "| system | N | conc | prefetch | API latency | errors | rate | commands/s | p50 ms | p90 ms | p99 ms | CPU s / 1k | peak RSS MiB | API calls / cmd | dups | outcomes | runs ok | load at start |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |";
+const HEADER: &str = "| system | N | conc | prefetch | API latency | errors | rate | commands/s | p50 ms | p90 ms | p99 ms | CPU s / 1k | broker CPU s / 1k | harness CPU s / 1k | peak RSS MiB | API calls / cmd | dups | outcomes | runs ok | load at start |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |";
 
 fn row(s: &Summary) -> String {
     let c = &s.cfg;
     let outcomes: Vec<String> = s.outcomes.iter().map(|(k, v)| format!("{k}:{v}")).collect();
     format!(
-        "| {} | {} | {} | {} | {} ms | {:.0}% | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.3} | {:.1} | {:.2} | {} | {} | {}/{} | {} |",
+        "| {} | {} | {} | {} | {} ms | {:.0}% | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.3} | {:.3} | {:.3} | {:.1} | {:.2} | {} | {} | {}/{} | {} |",
         c.system.name(),
         c.n,
         c.concurrency,
@@ -991,6 +1024,8 @@ fn row(s: &Summary) -> String {
         s.p90,
         s.p99,
         s.cpu_per_1000,
+        s.broker_cpu_per_1000,
+        s.harness_cpu_per_1000,
         s.peak_rss_mib,
         s.api_calls_per_cmd,
         s.duplicates,
@@ -1014,12 +1049,14 @@ async fn measure(args: &Args, report: &Report, cfg: RunCfg, logdir: &std::path::
         );
         let res = run_once(args, &cfg, logdir, &tag).await;
         eprintln!(
-            "  {} {tag}: {:.0}/s p50 {:.1} p99 {:.1} ms cpu/1k {:.3}s rss {:.1} MiB dups {} {:?} {}",
+            "  {} {tag}: {:.0}/s p50 {:.1} p99 {:.1} ms cpu/1k {:.3}s (broker {:.3}s, harness {:.3}s) rss {:.1} MiB dups {} {:?} {}",
             cfg.system.name(),
             res.throughput,
             res.p50,
             res.p99,
             res.cpu_per_1000,
+            res.broker_cpu_per_1000,
+            res.harness_cpu_per_1000,
             res.peak_rss_mib,
             res.duplicates,
             res.outcomes,
@@ -1043,6 +1080,8 @@ async fn measure(args: &Args, report: &Report, cfg: RunCfg, logdir: &std::path::
         p90: pick(|r| r.p90),
         p99: pick(|r| r.p99),
         cpu_per_1000: pick(|r| r.cpu_per_1000),
+        broker_cpu_per_1000: pick(|r| r.broker_cpu_per_1000),
+        harness_cpu_per_1000: pick(|r| r.harness_cpu_per_1000),
         peak_rss_mib: pick(|r| r.peak_rss_mib),
         api_calls_per_cmd: pick(|r| r.api_calls_per_cmd),
         duplicates: ok.iter().map(|r| r.duplicates).sum(),
@@ -1059,7 +1098,12 @@ fn cfg(system: System, n: usize, concurrency: u32, latency_ms: u64, error_rate: 
         system,
         n,
         concurrency,
-        prefetch: u16::try_from(concurrency).unwrap_or(u16::MAX).max(1),
+        // The worker's own default ratio (prefetch 256 for concurrency 64), for
+        // every system alike: a slot freed by a finished command finds the next
+        // delivery already here instead of waiting a broker round trip.
+        prefetch: u16::try_from(concurrency.saturating_mul(PREFETCH_PER_SLOT))
+            .unwrap_or(u16::MAX)
+            .max(1),
         latency_ms,
         error_rate,
         rate: None,

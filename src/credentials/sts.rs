@@ -4,7 +4,7 @@
 use super::Credentials;
 use crate::ecs::error::ApiError;
 use crate::ecs::sign::SignatureVersion;
-use crate::ecs::transport::{ApiHost, SignedCall};
+use crate::ecs::transport::{Answer, ApiHost, SignedCall};
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -61,6 +61,12 @@ pub struct AssumeRoleResponse {
     /// Who we became.
     #[serde(default)]
     pub assumed_role_user: AssumedRoleUser,
+}
+
+impl Answer for AssumeRoleResponse {
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
 }
 
 /// A role session: credentials plus when they stop working.

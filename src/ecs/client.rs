@@ -18,7 +18,7 @@ pub use super::transport::{Timeouts, http_client};
 use crate::command::{InstanceId, RegionId};
 use crate::credentials::Credentials;
 use crate::playbook::{Called, Cloud, InstanceFilter, InstancePage};
-use serde::de::DeserializeOwned;
+use super::transport::Answer;
 use std::sync::Arc;
 
 /// The API version every call uses.
@@ -62,7 +62,7 @@ impl EcsClient {
     }
 
     /// One signed attempt of `action` in `region`, decoded into `T`.
-    pub async fn call<T: DeserializeOwned>(
+    pub async fn call<T: Answer>(
         &self,
         credentials: &Credentials,
         action: ApiAction,
@@ -117,7 +117,7 @@ pub struct TracedClient<'a> {
 }
 
 impl TracedClient<'_> {
-    async fn call<T: DeserializeOwned>(
+    async fn call<T: Answer>(
         &self,
         action: ApiAction,
         region: &RegionId,

@@ -8,6 +8,7 @@
 
 pub mod de;
 
+use super::transport::Answer;
 use serde::{Deserialize, Serialize};
 
 /// A tag on a managed instance or an activation code.
@@ -246,6 +247,36 @@ pub struct ErrorEnvelope {
     pub message: String,
     /// The diagnosis link the service suggests.
     pub recommend: String,
+}
+
+impl Answer for DeregisterManagedInstanceResponse {
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+}
+
+impl Answer for DisableActivationResponse {
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+}
+
+impl Answer for DeleteActivationResponse {
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+}
+
+impl Answer for DescribeManagedInstancesResponse {
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+}
+
+impl Answer for DescribeActivationsResponse {
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,13 @@ use reqwest::Url;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 
+/// A successful API answer, which names the RequestId it came with: the
+/// body is decoded once, and the id read off the decoded value.
+pub trait Answer: DeserializeOwned {
+    /// The `RequestId` field (empty when the service left it out).
+    fn request_id(&self) -> &str;
+}
+
 /// Where one API is served: the root URL every call is posted to, parsed once,
 /// and the `Host` value the signature covers (`host[:port]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +101,7 @@ pub struct SignedCall<'a> {
 
 impl SignedCall<'_> {
     /// Sends the call and decodes a 2xx answer into `T`.
-    pub async fn send<T: DeserializeOwned>(&self) -> Result<(T, Option<String>), ApiError> {
+    pub async fn send<T: Answer>(&self) -> Result<(T, Option<String>), ApiError> {
         let nonce = sign::new_nonce();
         let timestamp = sign::timestamp_now();
         let accept = [("accept".to_owned(), "application/json".to_owned())];
@@ -152,7 +159,7 @@ fn request_id_of_header(headers: &reqwest::header::HeaderMap) -> Option<String> 
 }
 
 /// Decodes a 2xx answer into `T`, or reads the error envelope.
-async fn read_answer<T: DeserializeOwned>(
+async fn read_answer<T: Answer>(
     response: reqwest::Response,
     action: &str,
 ) -> Result<(T, Option<String>), ApiError> {
@@ -170,7 +177,10 @@ async fn read_answer<T: DeserializeOwned>(
             message: format!("{} answer: {e}", action),
             request_id: request_id_of(&body),
         })?;
-        return Ok((value, request_id_of(&body)));
+        let request_id = Some(value.request_id())
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned);
+        return Ok((value, request_id));
     }
     Err(match serde_json::from_slice::<ErrorEnvelope>(&body) {
         Ok(envelope) if !envelope.code.is_empty() => ApiError::Api {
@@ -197,7 +207,7 @@ async fn read_answer<T: DeserializeOwned>(
 
 /// Sends an unsigned request (STS `AssumeRoleWithOIDC`) and reads the answer
 /// like a signed one.
-pub async fn send_unsigned<T: DeserializeOwned>(
+pub async fn send_unsigned<T: Answer>(
     request: reqwest::RequestBuilder,
     action: &str,
 ) -> Result<(T, Option<String>), ApiError> {

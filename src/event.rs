@@ -1,14 +1,17 @@
 //! Outgoing events (CONTRACT section 5).
 //!
 //! Events are built by the playbooks (pure) and serialized once, by the
-//! publisher. Every event of a command repeats the command's identity
+//! publisher; each type-specific field is turned into JSON text once, when it
+//! is added, rather than into a `serde_json::Value` tree to be walked again. Every event of a command repeats the command's identity
 //! (`command_id`, kind, region, account, audit) so a consumer never needs to
 //! join anything to act on one.
 
 use crate::command::{Audit, Command, CommandKind, Rejection};
 use crate::ecs::error::{ApiAction, ApiError, ErrorClass, classify};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::ser::SerializeMap;
+use serde_json::Value;
+use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
@@ -178,7 +181,42 @@ pub struct Event {
     pub error: Option<EventError>,
     /// Type-specific fields (`instance`, `activation`, `steps`, ...).
     #[serde(flatten)]
-    pub detail: Map<String, Value>,
+    pub detail: Detail,
+}
+
+/// The type-specific fields of an event, in the order they were added, each
+/// already serialized.
+#[derive(Debug, Clone, Default)]
+pub struct Detail(Vec<(&'static str, Box<RawValue>)>);
+
+impl Detail {
+    /// Sets `key` (replacing an earlier value) to `value`'s JSON. Serializing
+    /// plain data cannot fail; if it did, the field would be left out.
+    pub fn set(&mut self, key: &'static str, value: impl Serialize) {
+        let Ok(raw) = serde_json::value::to_raw_value(&value) else {
+            return;
+        };
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => entry.1 = raw,
+            None => self.0.push((key, raw)),
+        }
+    }
+
+    /// A field as a JSON value (for tests and readers of events in process).
+    pub fn get(&self, key: &str) -> Option<Value> {
+        let (_, raw) = self.0.iter().find(|(k, _)| *k == key)?;
+        serde_json::from_str(raw.get()).ok()
+    }
+}
+
+impl Serialize for Detail {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (key, value) in &self.0 {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
 }
 
 /// RFC 3339 UTC now, e.g. `2026-11-22T08:00:00.123Z`.
@@ -205,18 +243,15 @@ impl Event {
             attempts: None,
             request_id: None,
             error: None,
-            detail: Map::new(),
+            detail: Detail::default(),
         }
     }
 
     /// The `command.rejected` event for a command that could not be accepted.
     pub fn rejected(kind: CommandKind, rejection: &Rejection) -> Self {
-        let mut detail = Map::new();
-        detail.insert("reason".into(), Value::from(rejection.reason.as_str()));
-        detail.insert(
-            "errors".into(),
-            serde_json::to_value(&rejection.errors).unwrap_or(Value::Array(Vec::new())),
-        );
+        let mut detail = Detail::default();
+        detail.set("reason", rejection.reason.as_str());
+        detail.set("errors", &rejection.errors);
         Self {
             event_id: Uuid::new_v4(),
             kind: EventType::CommandRejected,
@@ -236,10 +271,8 @@ impl Event {
     }
 
     /// Adds a type-specific field.
-    pub fn with(mut self, key: &str, value: impl Serialize) -> Self {
-        if let Ok(v) = serde_json::to_value(value) {
-            self.detail.insert(key.to_owned(), v);
-        }
+    pub fn with(mut self, key: &'static str, value: impl Serialize) -> Self {
+        self.detail.set(key, value);
         self
     }
 
@@ -259,6 +292,40 @@ impl Event {
     /// The JSON body. Serializing plain data cannot fail; the fallback keeps
     /// the signature infallible without a panic path.
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_else(|_| b"{}".to_vec())
+        let mut out = Vec::with_capacity(1024);
+        match serde_json::to_writer(&mut out, self) {
+            Ok(()) => out,
+            Err(_) => b"{}".to_vec(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::RejectReason;
+
+    #[test]
+    fn detail_fields_are_flat_in_order_and_replaced_by_key() {
+        let mut event = Event::rejected(
+            CommandKind::Decommission,
+            &Rejection::new(
+                crate::command::RejectReason::InvalidFields,
+                crate::command::FieldError::new("region_id", "not allowed"),
+            ),
+        )
+        .with("note", "first")
+        .with("count", 2);
+        event.detail.set("note", "second");
+        let json: Value = serde_json::from_slice(&event.to_json()).expect("valid JSON");
+        assert_eq!(json["type"], "command.rejected");
+        assert_eq!(json["reason"], RejectReason::InvalidFields.as_str());
+        assert_eq!(json["errors"][0]["field"], "region_id");
+        assert_eq!(json["note"], "second");
+        assert_eq!(json["count"], 2);
+        assert_eq!(event.detail.get("count"), Some(Value::from(2)));
+        assert_eq!(event.detail.get("missing"), None);
+        let text = String::from_utf8(event.to_json()).expect("utf-8");
+        assert_eq!(text.matches("\"note\"").count(), 1, "{text}");
     }
 }

@@ -13,12 +13,12 @@ use super::model::{
 };
 use super::rate_limit::RateLimiter;
 use super::sign::SignatureVersion;
+use super::transport::Answer;
 use super::transport::SignedCall;
 pub use super::transport::{Timeouts, http_client};
 use crate::command::{InstanceId, RegionId};
 use crate::credentials::Credentials;
 use crate::playbook::{Called, Cloud, InstanceFilter, InstancePage};
-use super::transport::Answer;
 use std::sync::Arc;
 
 /// The API version every call uses.

@@ -75,11 +75,11 @@ impl Worker {
         );
         crate::telemetry::bind_command_span(&span, &mut trace);
         span.record("trace_id", trace.trace_id.as_str());
-        let batch = self
-            .process(&delivery, kind, &trace, slot)
-            .instrument(span)
-            .await;
-        settle(&delivery, &publisher, batch, &self.metrics).await;
+        // Boxed: the playbook's future (HTTP client included) is several KiB,
+        // and a task's future is moved by value as it is spawned; one heap
+        // allocation here saves copying it around.
+        let batch = Box::pin(self.process(&delivery, kind, &trace, slot).instrument(span)).await;
+        Box::pin(settle(&delivery, &publisher, batch, &self.metrics)).await;
         self.metrics.in_flight.dec();
     }
 

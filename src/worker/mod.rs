@@ -318,11 +318,12 @@ impl Worker {
             };
             let worker = Arc::clone(&self);
             let publisher = publisher.clone();
-            tracker.spawn(async move {
+            let task = async move {
                 worker
                     .handle(delivery, kind, publisher, Slot::held(permit))
                     .await;
-            });
+            };
+            tracker.spawn(task);
         }
         // Stop the broker from sending more; unstarted prefetched deliveries
         // are requeued when the channel closes.

@@ -394,6 +394,11 @@ struct Tally {
     n: usize,
     sent: Vec<Option<Instant>>,
     done: Vec<Option<Instant>>,
+    /// Wall clock (unix µs) at publish, at the terminal event's `occurred_at`
+    /// (when the system built it), and at its arrival: where the latency goes.
+    sent_us: Vec<i64>,
+    built_us: Vec<Option<i64>>,
+    done_us: Vec<i64>,
     completions: Vec<u32>,
     completed: usize,
     duplicates: usize,
@@ -410,6 +415,9 @@ fn tally(n: usize) -> Shared {
             n,
             sent: vec![None; n],
             done: vec![None; n],
+            sent_us: vec![0; n],
+            built_us: vec![None; n],
+            done_us: vec![0; n],
             completions: vec![0; n],
             completed: 0,
             duplicates: 0,
@@ -427,6 +435,14 @@ struct Terminal<'a> {
     command_id: Option<&'a str>,
     #[serde(borrow, default)]
     outcome: Option<&'a str>,
+    #[serde(borrow, default)]
+    occurred_at: Option<&'a str>,
+}
+
+/// An RFC 3339 time as unix microseconds.
+fn rfc3339_us(s: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1000).ok()
 }
 
 /// Consumes the events queue (no-ack) into `shared` until the connection closes.
@@ -474,6 +490,11 @@ async fn spawn_collector(conn: &Connection, queue: &str, shared: Shared) {
             t.completions[i] += 1;
             if t.done[i].is_none() {
                 t.done[i] = Some(now);
+                t.done_us[i] = unix_micros();
+                t.built_us[i] = parsed
+                    .as_ref()
+                    .and_then(|p| p.occurred_at)
+                    .and_then(rfc3339_us);
                 t.completed += 1;
                 if t.completed == t.n {
                     notify.notify_one();
@@ -564,6 +585,7 @@ async fn publish(
         {
             let mut t = shared.0.lock().expect("tally");
             t.sent[i] = Some(Instant::now());
+            t.sent_us[i] = unix_micros();
         }
         let confirm = chan
             .basic_publish(
@@ -805,6 +827,10 @@ struct RunResult {
     api_calls_per_cmd: f64,
     duplicates: usize,
     outcomes: BTreeMap<String, usize>,
+    /// p50 / p99 ms from publish to the terminal event's `occurred_at`, and
+    /// from there to its arrival (NaN for the relay, whose events carry no time).
+    to_event: (f64, f64),
+    to_arrival: (f64, f64),
     ok: bool,
     note: String,
 }
@@ -923,6 +949,25 @@ async fn run_once(args: &Args, cfg: &RunCfg, logdir: &std::path::Path, tag: &str
         if let Some(last) = last {
             result.throughput = t.completed as f64 / last.duration_since(first).as_secs_f64();
         }
+        let split = |part: &dyn Fn(usize) -> Option<i64>| {
+            let mut v: Vec<f64> = (0..t.n)
+                .filter_map(part)
+                .map(|us| us as f64 / 1e3)
+                .collect();
+            v.sort_by(f64::total_cmp);
+            (percentile(&v, 50.0), percentile(&v, 99.0))
+        };
+        if let Ok(path) = std::env::var("BENCH_DUMP_TIMES") {
+            // Per command: published, terminal event built, arrived (unix µs), for timelines.
+            let mut out = String::from("sent_us,built_us,arrived_us\n");
+            for i in 0..t.n {
+                let built = t.built_us[i].map_or(String::new(), |b| b.to_string());
+                let _ = writeln!(out, "{},{built},{}", t.sent_us[i], t.done_us[i]);
+            }
+            let _ = std::fs::write(format!("{path}.{}.{tag}.csv", cfg.system.name()), out);
+        }
+        result.to_event = split(&|i| Some(t.built_us[i]? - t.sent_us[i]));
+        result.to_arrival = split(&|i| Some(t.done_us[i] - t.built_us[i]?));
         result.p50 = percentile(&lat, 50.0);
         result.p90 = percentile(&lat, 90.0);
         result.p99 = percentile(&lat, 99.0);
@@ -1049,7 +1094,7 @@ async fn measure(args: &Args, report: &Report, cfg: RunCfg, logdir: &std::path::
         );
         let res = run_once(args, &cfg, logdir, &tag).await;
         eprintln!(
-            "  {} {tag}: {:.0}/s p50 {:.1} p99 {:.1} ms cpu/1k {:.3}s (broker {:.3}s, harness {:.3}s) rss {:.1} MiB dups {} {:?} {}",
+            "  {} {tag}: {:.0}/s p50 {:.1} p99 {:.1} ms cpu/1k {:.3}s (broker {:.3}s, harness {:.3}s) rss {:.1} MiB dups {} {:?} (to event p50/p99 {:.1}/{:.1} ms, event to arrival {:.1}/{:.1} ms) {}",
             cfg.system.name(),
             res.throughput,
             res.p50,
@@ -1060,6 +1105,10 @@ async fn measure(args: &Args, report: &Report, cfg: RunCfg, logdir: &std::path::
             res.peak_rss_mib,
             res.duplicates,
             res.outcomes,
+            res.to_event.0,
+            res.to_event.1,
+            res.to_arrival.0,
+            res.to_arrival.1,
             if res.ok { "" } else { &res.note }
         );
         results.push(res);

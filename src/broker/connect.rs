@@ -15,9 +15,9 @@ use lapin::{Connection, ConnectionProperties};
 ///
 /// lapin keeps a send and a receive buffer of 32 frames per connection, zero
 /// filled: at RabbitMQ's default of 128 KiB that is 8 MiB of resident memory
-/// for messages of a few KiB. At 16 KiB it is 1 MiB, and a command near the
-/// 64 KiB limit simply travels in a few body frames.
-pub const DEFAULT_FRAME_MAX: u32 = 16 * 1024;
+/// for messages of a few KiB (events are 1–2 KiB). At 8 KiB it is 512 KiB,
+/// and a command near the 64 KiB limit simply travels in eight body frames.
+pub const DEFAULT_FRAME_MAX: u32 = 8 * 1024;
 
 /// Why a connection could not be opened.
 #[derive(Debug, thiserror::Error)]

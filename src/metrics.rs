@@ -62,7 +62,7 @@ pub struct Metrics {
     pub retries: Family<ActionLabel, Counter>,
     /// Delayed redeliveries (and credential parks) by kind and reason.
     pub redeliveries: Family<KindReason, Counter>,
-    /// Commands being carried out now.
+    /// Commands held now, working or waiting for a slot, a lock or confirms.
     pub in_flight: Gauge,
     /// Broker (re)connections after the first.
     pub reconnects: Counter,
@@ -153,7 +153,7 @@ impl Metrics {
         );
         registry.register(
             "commands_in_flight",
-            "Commands being carried out",
+            "Commands held, working or waiting (unacknowledged deliveries being handled)",
             in_flight.clone(),
         );
         registry.register(

@@ -1142,17 +1142,27 @@ async fn measure(args: &Args, report: &Report, cfg: RunCfg, logdir: &std::path::
     s
 }
 
+/// Each system's own default prefetch for a concurrency: the worker's ratio
+/// (256 for 64; a slot freed by a finished command finds the next delivery
+/// already there) for the worker and the relay; the Python peer's default of
+/// prefetch = concurrency, which is also its faster setting (it slows down with
+/// more unacknowledged deliveries; see docs/benchmarks.md).
+fn default_prefetch(system: System, concurrency: u32) -> u16 {
+    let per_slot = match system {
+        System::Worker | System::Relay => PREFETCH_PER_SLOT,
+        System::Python => 1,
+    };
+    u16::try_from(concurrency.saturating_mul(per_slot))
+        .unwrap_or(u16::MAX)
+        .max(1)
+}
+
 fn cfg(system: System, n: usize, concurrency: u32, latency_ms: u64, error_rate: f64) -> RunCfg {
     RunCfg {
         system,
         n,
         concurrency,
-        // The worker's own default ratio (prefetch 256 for concurrency 64), for
-        // every system alike: a slot freed by a finished command finds the next
-        // delivery already here instead of waiting a broker round trip.
-        prefetch: u16::try_from(concurrency.saturating_mul(PREFETCH_PER_SLOT))
-            .unwrap_or(u16::MAX)
-            .max(1),
+        prefetch: default_prefetch(system, concurrency),
         latency_ms,
         error_rate,
         rate: None,
@@ -1261,13 +1271,10 @@ async fn bench(args: Args) {
         let c = conc_or(&[64])[0];
         let mut got = BTreeMap::new();
         for sys in systems_or(&args, &[System::Worker, System::Python]) {
-            let s = measure(
-                &args,
-                &report,
-                apply_overrides(&args, cfg(sys, n, c, 0, 0.0)),
-                &logdir,
-            )
-            .await;
+            // Same settings for both: the peer's own (and best) prefetch.
+            let mut run = cfg(sys, n, c, 0, 0.0);
+            run.prefetch = default_prefetch(System::Python, c);
+            let s = measure(&args, &report, apply_overrides(&args, run), &logdir).await;
             got.insert(sys, s);
         }
         report.line("");

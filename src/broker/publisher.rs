@@ -6,6 +6,7 @@
 //! the return of a message that must land in a queue, is an error: the caller
 //! then does not acknowledge the command.
 
+use futures::FutureExt;
 use lapin::options::BasicPublishOptions;
 use lapin::options::ConfirmSelectOptions;
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
@@ -92,27 +93,50 @@ impl Publisher {
     }
 
     /// Publishes every message, then waits for every confirm.
-    pub async fn publish_all(&self, batch: Vec<Outgoing>) -> Result<Published, PublishError> {
-        let mut pending = Vec::with_capacity(batch.len());
-        for m in batch {
-            let confirm = self
-                .channel
-                .basic_publish(
-                    m.exchange.as_str().into(),
-                    m.routing_key.as_str().into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..BasicPublishOptions::default()
-                    },
-                    &m.body,
-                    m.properties,
-                )
-                .await?;
-            pending.push((m.exchange, m.routing_key, m.routing, confirm));
+    ///
+    /// The messages are handed to lapin together, not one write at a time:
+    /// lapin queues a message's frames and registers its confirm when its
+    /// publish is first polled, so each publish is polled once here, in batch
+    /// order (the broker's order: the terminal event last), before any is
+    /// awaited. The batch then costs one pass of the I/O loop, not one per
+    /// message.
+    pub async fn publish_all(&self, mut batch: Vec<Outgoing>) -> Result<Published, PublishError> {
+        let properties: Vec<BasicProperties> = batch
+            .iter_mut()
+            .map(|m| std::mem::take(&mut m.properties))
+            .collect();
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..BasicPublishOptions::default()
+        };
+        let mut sends = Vec::with_capacity(batch.len());
+        for (m, properties) in batch.iter().zip(properties) {
+            let mut send = Box::pin(self.channel.basic_publish(
+                m.exchange.as_str().into(),
+                m.routing_key.as_str().into(),
+                options,
+                &m.body,
+                properties,
+            ));
+            let done = send.as_mut().now_or_never();
+            sends.push((send, done));
+        }
+        let mut confirms = Vec::with_capacity(sends.len());
+        for (send, done) in sends {
+            confirms.push(match done {
+                Some(sent) => sent?,
+                None => send.await?,
+            });
         }
         let mut published = Published::default();
         let mut first_error = None;
-        for (exchange, routing_key, routing, confirm) in pending {
+        for (m, confirm) in batch.into_iter().zip(confirms) {
+            let Outgoing {
+                exchange,
+                routing_key,
+                routing,
+                ..
+            } = m;
             let result = match confirm.await? {
                 Confirmation::Ack(None) => Ok(()),
                 Confirmation::Ack(Some(_)) => match routing {

@@ -1528,22 +1528,23 @@ async fn relay_child(args: Args) {
                 mandatory: true,
                 ..BasicPublishOptions::default()
             };
-            let mut confirms = Vec::with_capacity(2);
-            for key in ["instance.deregistered", COMPLETED] {
-                confirms.push(
-                    pubchan
-                        .basic_publish(
-                            "lifecycle.events".into(),
-                            key.into(),
-                            opts,
-                            &d.data,
-                            props.clone(),
-                        )
-                        .await
-                        .expect("publish"),
-                );
-            }
-            for c in confirms {
+            // Both publishes handed to lapin before either write is awaited (as
+            // the worker does): `try_join` polls them in order, so the broker
+            // sees them in order, in one pass of the I/O loop.
+            let publish = |key: &'static str| {
+                pubchan.basic_publish(
+                    "lifecycle.events".into(),
+                    key.into(),
+                    opts,
+                    &d.data,
+                    props.clone(),
+                )
+            };
+            let (first, last) =
+                futures::future::try_join(publish("instance.deregistered"), publish(COMPLETED))
+                    .await
+                    .expect("publish");
+            for c in [first, last] {
                 c.await.expect("confirm");
             }
             d.ack(BasicAckOptions::default()).await.expect("ack");

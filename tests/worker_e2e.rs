@@ -415,40 +415,55 @@ async fn kill_9_during_api_call_then_restart_completes_once() {
     assert_each_deregistered_once(&env, 1).await;
 }
 
+/// The broker force-closes the worker's publishing connection mid-batch, then
+/// (after it reconnected) its consuming one: either loss ends the session,
+/// and nothing is lost or done twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_connection_closed_mid_batch_loses_nothing() {
-    const N: usize = 20;
+    const N: usize = 40;
     let env = Env::new(seed_instances(N)).await;
     let w = env
         .start_worker(&[("LIFECYCLE__WORKER__CONCURRENCY", "2")])
         .await;
-    // Slow enough that the batch outlasts two rabbitmqctl runs on a busy host.
-    env.set_faults(json!({"latency_ms": 400})).await;
+    // Slow enough (10 s of calls) that the batch outlasts both closes and the
+    // rabbitmqctl runs around them on a busy host.
+    env.set_faults(json!({"latency_ms": 500})).await;
     let ids: Vec<String> = (0..N).map(|i| new_id(&format!("batch{i}"))).collect();
     for (i, id) in ids.iter().enumerate() {
         env.send_json("decommission", &decommission(id, &inst(i)))
             .await;
     }
-    env.wait_for("a few completions", T, |e| {
-        e.iter().any(|e| e.ty() == "command.completed")
-    })
-    .await;
-    let conns = env.worker_connections().await;
-    assert_eq!(conns.len(), 1, "one worker connection: {conns:?}");
-    let pid = conns[0].clone();
-    tokio::task::spawn_blocking(move || {
-        rabbitmqctl(&["-q", "close_connection", &pid, "test"]);
-    })
-    .await
-    .expect("join");
-    let before = env
-        .events()
-        .iter()
-        .filter(|e| e.ty() == "command.completed")
-        .count();
-    assert!(before < N, "closed too late: all done already");
+    let completions = |e: &[Ev]| e.iter().filter(|e| e.ty() == "command.completed").count();
+    env.wait_for("a few completions", T, |e| completions(e) > 0)
+        .await;
+    assert_eq!(env.worker_connections().await.len(), 2, "two connections");
+    for name in [PUBLISHING, CONSUMING] {
+        let conns = env.connections_named(name).await;
+        assert_eq!(conns.len(), 1, "one {name} connection: {conns:?}");
+        let pid = conns[0].clone();
+        let closed = pid.clone();
+        tokio::task::spawn_blocking(move || {
+            rabbitmqctl(&["-q", "close_connection", &closed, "test"]);
+        })
+        .await
+        .expect("join");
+        let before = completions(&env.events());
+        assert!(before < N, "closed {name} too late: all done already");
+        // The loss of either connection ends the session: a new one replaces it
+        // and work goes on before the next connection is closed.
+        until("a new session", T, || async {
+            let now = env.connections_named(name).await;
+            (now.len() == 1 && now[0] != pid).then_some(())
+        })
+        .await;
+        env.wait_for("completions after the reconnect", T, |e| {
+            completions(e) > before
+        })
+        .await;
+        w.wait_readyz(200, T).await;
+    }
     let evs = env
-        .wait_for("all 20 completions", Duration::from_secs(60), |e| {
+        .wait_for("all completions", Duration::from_secs(60), |e| {
             all_completed(e, &ids)
         })
         .await;
@@ -538,5 +553,5 @@ async fn two_workers_compete_without_repeating_effects() {
     assert_each_deregistered_once(&env, N).await;
     let d = env.deregistrations().await;
     assert_eq!(d.len(), N);
-    assert_eq!(env.worker_connections().await.len(), 2);
+    assert_eq!(env.worker_connections().await.len(), 4, "two per worker");
 }

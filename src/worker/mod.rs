@@ -2,10 +2,16 @@
 //! and carries commands out, with bounded concurrency, per-target
 //! serialization and a clean shutdown.
 //!
-//! Reconnection is ours, not lapin's: when the connection or a channel fails,
-//! the session ends, readiness turns false, and a new connection is made with
-//! backoff, the topology re-declared and consumers restarted. Deliveries of
-//! the dead session that were not acknowledged are redelivered by the broker.
+//! A session has two connections, as RabbitMQ advises: one consumes and
+//! acknowledges, the other publishes (events, retry copies, dead letters,
+//! replies). Flow control the broker applies to a publishing connection then
+//! never holds up deliveries and acks, and the reverse.
+//!
+//! Reconnection is ours, not lapin's: when either connection or a channel
+//! fails, the session ends, readiness turns false, and new connections are
+//! made with backoff, the topology re-declared and consumers restarted.
+//! Deliveries of the dead session that were not acknowledged are redelivered
+//! by the broker.
 
 mod handle;
 mod locks;
@@ -40,6 +46,43 @@ use tracing::{error, info, warn};
 
 /// Capacity of the shared retry budget (see [`RetryBudget`]).
 const RETRY_BUDGET: u32 = 500;
+
+/// How often a session checks that both its connections are still open.
+const CONNECTION_CHECK: Duration = Duration::from_millis(250);
+
+/// Connection names, as `rabbitmqctl list_connections` shows them.
+const CONSUMING: &str = "lifecycle-worker";
+const PUBLISHING: &str = "lifecycle-worker-publisher";
+
+/// The two connections of one broker session.
+struct Connections {
+    consuming: Connection,
+    publishing: Connection,
+}
+
+impl Connections {
+    async fn close(&self, code: u16, reason: &str) {
+        let _ = self.consuming.close(code, reason.into()).await;
+        let _ = self.publishing.close(code, reason.into()).await;
+    }
+}
+
+/// Resolves when either connection is no longer open. Consumers notice a lost
+/// consuming connection on their own; this also covers an idle one, and the
+/// publishing connection, which nothing else is reading from.
+async fn lost(connections: &Connections) -> String {
+    loop {
+        tokio::time::sleep(CONNECTION_CHECK).await;
+        for (name, connection) in [
+            (CONSUMING, &connections.consuming),
+            (PUBLISHING, &connections.publishing),
+        ] {
+            if !connection.status().connected() {
+                return format!("the {name} connection closed");
+            }
+        }
+    }
+}
 
 /// Everything one processing needs; shared by all tasks.
 pub struct Worker {
@@ -129,7 +172,7 @@ impl Worker {
         };
         let mut sessions = 0u64;
         while !shutdown.is_cancelled() {
-            let connection = match self.connect().await {
+            let connections = match self.connect().await {
                 Ok(c) => c,
                 Err(e) => {
                     let wait = backoff.next_backoff().unwrap_or(backoff.max_interval);
@@ -146,15 +189,15 @@ impl Worker {
                 self.metrics.reconnects.inc();
             }
             backoff.reset();
-            match self.session(&connection, &tracker).await {
+            match self.session(&connections, &tracker).await {
                 SessionEnd::Shutdown => {
-                    let _ = connection.close(200, "shutdown".into()).await;
+                    connections.close(200, "shutdown").await;
                     break;
                 }
                 SessionEnd::Lost(why) => {
                     warn!(reason = %why, "broker session lost; reconnecting");
                     self.set_ready(Some(format!("broker connection lost: {why}")));
-                    let _ = connection.close(320, "reconnecting".into()).await;
+                    connections.close(320, "reconnecting").await;
                 }
             }
         }
@@ -172,8 +215,18 @@ impl Worker {
             .set(i64::from(self.health.readiness().ready));
     }
 
-    async fn connect(&self) -> Result<Connection, ConnectError> {
-        connect(&self.settings.amqp, "lifecycle-worker").await
+    async fn connect(&self) -> Result<Connections, ConnectError> {
+        let consuming = connect(&self.settings.amqp, CONSUMING).await?;
+        match connect(&self.settings.amqp, PUBLISHING).await {
+            Ok(publishing) => Ok(Connections {
+                consuming,
+                publishing,
+            }),
+            Err(e) => {
+                let _ = consuming.close(320, "reconnecting".into()).await;
+                Err(e)
+            }
+        }
     }
 
     async fn drain(&self, tracker: &TaskTracker) {
@@ -186,14 +239,14 @@ impl Worker {
         }
     }
 
-    /// One connection's life: declare, consume, until lost or shut down.
+    /// One session's life: declare, consume, until lost or shut down.
     async fn session(
         self: &Arc<Self>,
-        connection: &Connection,
+        connections: &Connections,
         tracker: &TaskTracker,
     ) -> SessionEnd {
         let shutdown = self.retrier.shutdown.clone();
-        let publisher = match Publisher::open(connection).await {
+        let publisher = match Publisher::open(&connections.publishing).await {
             Ok(p) => p,
             Err(e) => return SessionEnd::Lost(e.to_string()),
         };
@@ -203,7 +256,7 @@ impl Worker {
         }
         let mut consumers = Vec::new();
         for kind in [CommandKind::Decommission, CommandKind::LeakAlert] {
-            match self.consume(connection, kind).await {
+            match self.consume(&connections.consuming, kind).await {
                 Ok(c) => consumers.push(c),
                 Err(e) => return SessionEnd::Lost(format!("consumer: {e}")),
             }
@@ -234,6 +287,7 @@ impl Worker {
                 Some(Ok(Err(why))) => why,
                 _ => "consumer stopped".to_owned(),
             }),
+            why = lost(connections) => Some(why),
         };
         session.cancel();
         while loops.join_next().await.is_some() {}

@@ -636,8 +636,16 @@ impl Env {
         q.message_count()
     }
 
-    /// The broker connections of workers (`connection_name` = lifecycle-worker) in this vhost.
+    /// The broker connections of workers in this vhost: each worker has a
+    /// consuming one (`lifecycle-worker`) and a publishing one.
     pub async fn worker_connections(&self) -> Vec<String> {
+        let mut all = self.connections_named(CONSUMING).await;
+        all.extend(self.connections_named(PUBLISHING).await);
+        all
+    }
+
+    /// Broker-side pids of this vhost's connections named `name` by their client.
+    pub async fn connections_named(&self, name: &str) -> Vec<String> {
         let out = tokio::task::spawn_blocking(move || {
             rabbitmqctl(&[
                 "-q",
@@ -652,12 +660,17 @@ impl Env {
         let vhost = &self.vhost.name;
         out.lines()
             .filter(|l| l.split_whitespace().nth(1) == Some(vhost.as_str()))
-            .filter(|l| l.contains("lifecycle-worker"))
+            .filter(|l| l.contains(&format!("{{\"connection_name\",\"{name}\"}}")))
             .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
             .filter(|p| p.starts_with('<'))
             .collect()
     }
 }
+
+/// The worker's consuming connection's name.
+pub const CONSUMING: &str = "lifecycle-worker";
+/// The worker's publishing connection's name.
+pub const PUBLISHING: &str = "lifecycle-worker-publisher";
 
 async fn spawn_collector(conn: &Connection, queue: &str, events: Events) {
     let chan = conn.create_channel().await.expect("channel");

@@ -846,6 +846,12 @@ async fn run_once(args: &Args, cfg: &RunCfg, logdir: &std::path::Path, tag: &str
     let queue = declare_events_queue(&conn).await;
     let shared = tally(cfg.n);
     spawn_collector(&conn, &queue, shared.clone()).await;
+    // Commands go out on a connection of their own: flow control the broker
+    // applies to a publishing connection must not delay the collector's
+    // deliveries (RabbitMQ's advice: separate publishing and consuming connections).
+    let publishing = Connection::connect(&url, ConnectionProperties::default())
+        .await
+        .expect("harness publisher connects");
 
     let mut result = RunResult::default();
     let broker = broker_pid();
@@ -865,7 +871,7 @@ async fn run_once(args: &Args, cfg: &RunCfg, logdir: &std::path::Path, tag: &str
             .declare(&chan)
             .await
             .expect("topology");
-        if let Err(e) = publish(&conn, &shared, 0..cfg.n, None).await {
+        if let Err(e) = publish(&publishing, &shared, 0..cfg.n, None).await {
             result.note = e;
             return result;
         }
@@ -888,7 +894,7 @@ async fn run_once(args: &Args, cfg: &RunCfg, logdir: &std::path::Path, tag: &str
             cpu_seconds(own, tck),
         );
         started = Instant::now();
-        let conn2 = &conn;
+        let conn2 = &publishing;
         let sh = shared.clone();
         let rate = cfg.rate;
         let n = cfg.n;
@@ -986,6 +992,7 @@ async fn run_once(args: &Args, cfg: &RunCfg, logdir: &std::path::Path, tag: &str
         result.note = format!("{}; log: {}", result.note, sut.log_tail());
     }
     sut.stop().await;
+    let _ = publishing.close(200, "done".into()).await;
     let _ = conn.close(200, "done".into()).await;
     sim.shutdown().await;
     drop(vhost);

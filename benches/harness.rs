@@ -1495,14 +1495,18 @@ async fn relay_child(args: Args) {
     let url = args.url.clone();
     let prefetch = args.prefetch.unwrap_or(64);
     let concurrency = args.concurrency.first().copied().unwrap_or(64);
+    // A consuming and a publishing connection, as the worker has.
     let conn = Connection::connect(&url, ConnectionProperties::default())
         .await
         .expect("relay connects");
+    let publishing = Connection::connect(&url, ConnectionProperties::default())
+        .await
+        .expect("relay publisher connects");
     // The same queue, declared the same way: the worker's own topology code.
     let settings =
         Settings::load(&[], [("LIFECYCLE__AMQP__URL".to_owned(), url.clone())]).expect("settings");
     let topology = Topology::from_settings(&settings);
-    let pubchan = conn.create_channel().await.expect("channel");
+    let pubchan = publishing.create_channel().await.expect("channel");
     topology.declare(&pubchan).await.expect("topology");
     pubchan
         .confirm_select(ConfirmSelectOptions::default())

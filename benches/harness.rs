@@ -29,9 +29,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties, ExchangeKind};
 use lifecycle_worker::broker::topology::Topology;
-use lifecycle_worker::secret::Secret;
 use lifecycle_worker::settings::Settings;
-use lifecycle_worker::simulator::{self, FaultSettings, Seed, SimulatorConfig, SimulatorHandle};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -323,7 +321,8 @@ fn index_of(command_id: &str) -> Option<usize> {
     command_id.strip_prefix("bench-")?.parse().ok()
 }
 
-fn seed(n: usize) -> Seed {
+/// The simulator's seed: `n` managed instances `mi-bench000001`...
+fn seed_json(n: usize) -> String {
     let mut s = String::with_capacity(n * 400 + 64);
     s.push_str("{\"Instances\":[");
     for i in 0..n {
@@ -341,26 +340,90 @@ fn seed(n: usize) -> Seed {
         );
     }
     s.push_str("],\"Activations\":[]}");
-    Seed::from_json(&s).expect("seed parses")
+    s
 }
 
-async fn start_sim(n: usize, faults: FaultSettings) -> SimulatorHandle {
-    simulator::start(SimulatorConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        seed: Some(seed(n)),
-        keys: vec![(KEY_ID.to_owned(), Secret::new(KEY_SECRET))],
-        allowed_regions: vec![REGION.to_owned()],
-        faults,
-    })
-    .await
-    .expect("simulator starts")
+/// The ECS simulator in a process of its own (`lifecycle-worker simulate`),
+/// as the real API is: its work neither delays the harness's event collector
+/// (which timestamps arrivals) nor hides in the harness's CPU figure.
+struct Sim {
+    child: Child,
+    endpoint: String,
+    seed: PathBuf,
 }
 
-fn faults(latency_ms: u64, error_rate: f64) -> FaultSettings {
-    FaultSettings {
+/// Latency and injected `InternalError.Dispatch` rate of a simulator.
+struct Faults {
+    latency_ms: u64,
+    error_rate: f64,
+}
+
+fn faults(latency_ms: u64, error_rate: f64) -> Faults {
+    Faults {
         latency_ms,
-        dispatch_error_rate: error_rate,
-        ..FaultSettings::default()
+        error_rate,
+    }
+}
+
+async fn start_sim(n: usize, faults: Faults, logdir: &std::path::Path, tag: &str) -> Sim {
+    let seed = logdir.join(format!("seed-{tag}.json"));
+    std::fs::write(&seed, seed_json(n)).expect("seed file");
+    let log = std::fs::File::create(logdir.join(format!("sim-{tag}.log"))).expect("sim log");
+    let port = free_port();
+    let child = clean_command(env!("CARGO_BIN_EXE_lifecycle-worker"))
+        .arg("simulate")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--seed")
+        .arg(&seed)
+        .args(["--key", &format!("{KEY_ID}:{KEY_SECRET}")])
+        .args(["--allowed-regions", REGION])
+        .args(["--dispatch-error-rate", &faults.error_rate.to_string()])
+        .args(["--latency-ms", &faults.latency_ms.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("simulator starts");
+    let sim = Sim {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+        seed,
+    };
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while client
+        .get(format!("{}/_sim/faults", sim.endpoint))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the simulator did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sim
+}
+
+impl Sim {
+    fn endpoint(&self) -> String {
+        self.endpoint.clone()
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    async fn shutdown(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.seed);
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -822,6 +885,7 @@ struct RunResult {
     p99: f64,
     cpu_per_1000: f64,
     broker_cpu_per_1000: f64,
+    sim_cpu_per_1000: f64,
     harness_cpu_per_1000: f64,
     peak_rss_mib: f64,
     api_calls_per_cmd: f64,
@@ -838,7 +902,7 @@ struct RunResult {
 async fn run_once(args: &Args, cfg: &RunCfg, logdir: &std::path::Path, tag: &str) -> RunResult {
     let tck = clk_tck();
     let vhost = Vhost::create(cfg.system.name()).await;
-    let sim = start_sim(cfg.n, faults(cfg.latency_ms, cfg.error_rate)).await;
+    let sim = start_sim(cfg.n, faults(cfg.latency_ms, cfg.error_rate), logdir, tag).await;
     let url = vhost.url();
     let conn = Connection::connect(&url, ConnectionProperties::default())
         .await
@@ -857,6 +921,7 @@ async fn run_once(args: &Args, cfg: &RunCfg, logdir: &std::path::Path, tag: &str
     let broker = broker_pid();
     let own = std::process::id();
     let others0;
+    let sim0;
     let started;
     let mut sut;
     let cpu0;
@@ -878,6 +943,7 @@ async fn run_once(args: &Args, cfg: &RunCfg, logdir: &std::path::Path, tag: &str
         started = Instant::now();
         sut = spawn_sut(args, cfg, &url, &sim.endpoint(), logdir, tag);
         cpu0 = 0.0;
+        sim0 = cpu_seconds(sim.pid(), tck);
         others0 = (
             broker.map_or(f64::NAN, |b| cpu_seconds(b, tck)),
             cpu_seconds(own, tck),
@@ -889,6 +955,7 @@ async fn run_once(args: &Args, cfg: &RunCfg, logdir: &std::path::Path, tag: &str
             return result;
         }
         cpu0 = cpu_seconds(sut.pid(), tck);
+        sim0 = cpu_seconds(sim.pid(), tck);
         others0 = (
             broker.map_or(f64::NAN, |b| cpu_seconds(b, tck)),
             cpu_seconds(own, tck),
@@ -914,6 +981,7 @@ async fn run_once(args: &Args, cfg: &RunCfg, logdir: &std::path::Path, tag: &str
     }
     let pid = sut.pid();
     let cpu1 = cpu_seconds(pid, tck);
+    let sim1 = cpu_seconds(sim.pid(), tck);
     let others1 = (
         broker.map_or(f64::NAN, |b| cpu_seconds(b, tck)),
         cpu_seconds(own, tck),
@@ -980,6 +1048,7 @@ async fn run_once(args: &Args, cfg: &RunCfg, logdir: &std::path::Path, tag: &str
         let per_1000 = |seconds: f64| seconds / t.completed.max(1) as f64 * 1000.0;
         result.cpu_per_1000 = per_1000(cpu1 - cpu0);
         result.broker_cpu_per_1000 = per_1000(others1.0 - others0.0);
+        result.sim_cpu_per_1000 = per_1000(sim1 - sim0);
         result.harness_cpu_per_1000 = per_1000(others1.1 - others0.1);
         result.duplicates = t.duplicates;
         result.outcomes = t.outcomes.clone();
@@ -1031,6 +1100,7 @@ struct Summary {
     p99: f64,
     cpu_per_1000: f64,
     broker_cpu_per_1000: f64,
+    sim_cpu_per_1000: f64,
     harness_cpu_per_1000: f64,
     peak_rss_mib: f64,
     api_calls_per_cmd: f64,
@@ -1057,13 +1127,13 @@ impl Report {
     }
 }
 
-const HEADER: &str = "| system | N | conc | prefetch | API latency | errors | rate | commands/s | p50 ms | p90 ms | p99 ms | CPU s / 1k | broker CPU s / 1k | harness CPU s / 1k | peak RSS MiB | API calls / cmd | dups | outcomes | runs ok | load at start |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |";
+const HEADER: &str = "| system | N | conc | prefetch | API latency | errors | rate | commands/s | p50 ms | p90 ms | p99 ms | CPU s / 1k | broker CPU s / 1k | sim CPU s / 1k | harness CPU s / 1k | peak RSS MiB | API calls / cmd | dups | outcomes | runs ok | load at start |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |";
 
 fn row(s: &Summary) -> String {
     let c = &s.cfg;
     let outcomes: Vec<String> = s.outcomes.iter().map(|(k, v)| format!("{k}:{v}")).collect();
     format!(
-        "| {} | {} | {} | {} | {} ms | {:.0}% | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.3} | {:.3} | {:.3} | {:.1} | {:.2} | {} | {} | {}/{} | {} |",
+        "| {} | {} | {} | {} | {} ms | {:.0}% | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} | {:.2} | {} | {} | {}/{} | {} |",
         c.system.name(),
         c.n,
         c.concurrency,
@@ -1077,6 +1147,7 @@ fn row(s: &Summary) -> String {
         s.p99,
         s.cpu_per_1000,
         s.broker_cpu_per_1000,
+        s.sim_cpu_per_1000,
         s.harness_cpu_per_1000,
         s.peak_rss_mib,
         s.api_calls_per_cmd,
@@ -1101,13 +1172,14 @@ async fn measure(args: &Args, report: &Report, cfg: RunCfg, logdir: &std::path::
         );
         let res = run_once(args, &cfg, logdir, &tag).await;
         eprintln!(
-            "  {} {tag}: {:.0}/s p50 {:.1} p99 {:.1} ms cpu/1k {:.3}s (broker {:.3}s, harness {:.3}s) rss {:.1} MiB dups {} {:?} (to event p50/p99 {:.1}/{:.1} ms, event to arrival {:.1}/{:.1} ms) {}",
+            "  {} {tag}: {:.0}/s p50 {:.1} p99 {:.1} ms cpu/1k {:.3}s (broker {:.3}s, sim {:.3}s, harness {:.3}s) rss {:.1} MiB dups {} {:?} (to event p50/p99 {:.1}/{:.1} ms, event to arrival {:.1}/{:.1} ms) {}",
             cfg.system.name(),
             res.throughput,
             res.p50,
             res.p99,
             res.cpu_per_1000,
             res.broker_cpu_per_1000,
+            res.sim_cpu_per_1000,
             res.harness_cpu_per_1000,
             res.peak_rss_mib,
             res.duplicates,
@@ -1137,6 +1209,7 @@ async fn measure(args: &Args, report: &Report, cfg: RunCfg, logdir: &std::path::
         p99: pick(|r| r.p99),
         cpu_per_1000: pick(|r| r.cpu_per_1000),
         broker_cpu_per_1000: pick(|r| r.broker_cpu_per_1000),
+        sim_cpu_per_1000: pick(|r| r.sim_cpu_per_1000),
         harness_cpu_per_1000: pick(|r| r.harness_cpu_per_1000),
         peak_rss_mib: pick(|r| r.peak_rss_mib),
         api_calls_per_cmd: pick(|r| r.api_calls_per_cmd),

@@ -83,7 +83,7 @@ pub(crate) async fn soak(args: Args) {
     );
 
     let vhost = Vhost::create("soak").await;
-    let sim = start_sim(n, faults(0, 0.3)).await;
+    let sim = start_sim(n, faults(0, 0.3), &logdir, "soak").await;
     let endpoint = sim.endpoint();
     let http = reqwest::Client::new();
     let url = vhost.url();

@@ -98,7 +98,7 @@ pub(crate) async fn soak(args: Args) {
         system: System::Worker,
         n,
         concurrency: 64,
-        prefetch: 64,
+        prefetch: 256,
         latency_ms: 0,
         error_rate: 0.3,
         rate: Some(rate),

@@ -3,21 +3,27 @@
 //! `cargo bench --locked --bench harness -- --scenario all --runs 5 --n 5000`
 //! `cargo bench --locked --bench harness -- --soak`
 //!
-//! Every run gets a private RabbitMQ vhost, a fresh in-process ECS simulator
-//! seeded with `mi-bench000001`..., an events queue bound to `lifecycle.events`
-//! with `#`, and one system under test started as a child process:
+//! Every run gets a private RabbitMQ vhost, a fresh ECS simulator process
+//! (`lifecycle-worker simulate`) seeded with `mi-bench000001`..., an events
+//! queue bound to `lifecycle.events` with `#` (collected on one connection,
+//! commands published on another), and one system under test started as a
+//! child process:
 //!
 //! - `worker`: the release `lifecycle-worker run`;
 //! - `relay`: this binary in `--relay-child` mode, a bare lapin consumer on the
 //!   same queue (declared by the worker's own topology code) that publishes two
-//!   persistent events with confirms per command, then acks: the broker ceiling;
+//!   persistent events with confirms per command, then acks: the broker ceiling.
+//!   It publishes the way the worker does (its own connection, both events
+//!   handed to lapin before either write is awaited), so it stays a ceiling;
 //! - `python`: the Python peer in `../shared/peers/python-worker/`.
 //!
 //! The harness publishes N decommission commands (persistent, confirmed,
 //! pipelined; optionally paced with `--rate`) and measures commands/s from the
 //! first publish to the last terminal `command.completed`, per-command latency
-//! (publish time per command id → first terminal event), the system's CPU
-//! seconds per 1,000 commands (`/proc/<pid>/stat`) and peak RSS (`VmHWM`).
+//! (publish time per command id → first terminal event, split at the terminal
+//! event's `occurred_at`), CPU seconds per 1,000 commands (`/proc/<pid>/stat`)
+//! of the system, the broker, the simulator and the harness, and peak RSS
+//! (`VmHWM`).
 //! See `docs/benchmarks.md` for the scenarios and the recorded results.
 
 use futures::StreamExt;

@@ -304,6 +304,46 @@ async fn permanent_failure_dead_letter_then_replay_completes() {
     assert_eq!(env.queue_len("lifecycle.dead-letter").await, 0);
 }
 
+/// A wrong secret: the command waits, and the operator reads the service's
+/// own answer, string-to-sign included, in `/readyz` and the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_secret_is_explained_in_readyz_and_the_log() {
+    let env = Env::new(seed_instances(1)).await;
+    let wrong = "not-the-secret-9c1e";
+    let w = env
+        .start_worker(&[("ALIBABA_CLOUD_ACCESS_KEY_SECRET", wrong)])
+        .await;
+    let id = new_id("wrong-secret");
+    env.send_json("decommission", &decommission(&id, &inst(0)))
+        .await;
+    let body = w.wait_readyz(503, T).await;
+    let readyz: serde_json::Value = serde_json::from_str(&body).expect("readyz is JSON");
+    let problem = &readyz["credentials"];
+    assert_eq!(problem["code"], "SignatureDoesNotMatch", "{body}");
+    assert!(
+        problem["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("server string to sign is:ACS3-HMAC-SHA256\n")),
+        "{body}"
+    );
+    assert_eq!(problem["action"], "DeregisterManagedInstance", "{body}");
+    assert_eq!(problem["region"], "cn-hangzhou", "{body}");
+    assert_eq!(problem["source"], "environment", "{body}");
+    let log = w.stderr();
+    assert!(
+        log.contains("SignatureDoesNotMatch") && log.contains("server string to sign is:"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(wrong) && !body.contains(wrong),
+        "the secret leaked"
+    );
+    assert!(
+        env.events_of(&id).is_empty(),
+        "the command waits, nothing is published"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_credentials_wait_and_unready_then_recover() {
     let env = Env::new(seed_instances(1)).await;
@@ -318,7 +358,22 @@ async fn revoked_credentials_wait_and_unready_then_recover() {
     env.send_json("decommission", &decommission(&id, &inst(0)))
         .await;
     let body = w.wait_readyz(503, T).await;
-    assert!(body.len() > 2, "503 says why: {body}");
+    // 503 says why, in the service's words and with where it happened.
+    for part in [
+        "InvalidAccessKeyId.NotFound",
+        "action DeregisterManagedInstance",
+        "region cn-hangzhou",
+        "credentials from environment",
+    ] {
+        assert!(body.contains(part), "/readyz lacks {part:?}: {body}");
+    }
+    let log = w.stderr();
+    assert!(
+        log.contains("code=InvalidAccessKeyId.NotFound")
+            && log.contains("action=DeregisterManagedInstance")
+            && log.contains("source=environment"),
+        "the log line names code, action and source: {log}"
+    );
     // Let it go through at least one delayed redelivery while still refused.
     until("a retried refused call", T, || async {
         let reqs = env.requests().await;

@@ -49,6 +49,15 @@ impl Identities {
         }
     }
 
+    /// Where a command's credentials come from, for an operator (never a
+    /// secret): the worker's own source, or the account's role assumed with it.
+    pub fn source(&self, account: Option<&str>) -> String {
+        match account.and_then(|a| self.roles.get(a)) {
+            Some(role) => format!("role {role} assumed with {}", self.base.name()),
+            None => self.base.name().to_owned(),
+        }
+    }
+
     /// The credentials for a command in `account` (`None`: the worker's own).
     /// Errors are credential-class: the command waits, it never fails.
     pub async fn resolve(&self, account: Option<&str>) -> Result<Credentials, ApiError> {

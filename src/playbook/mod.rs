@@ -132,7 +132,19 @@ pub enum End {
     /// Transient failures outlasted immediate retries: send to the next retry queue.
     Redeliver(EventError),
     /// Credentials or permissions failed: park in the retry queues, never fail.
-    Park(EventError),
+    Park(Parked),
+}
+
+/// Why a command is parked: the call that was refused and the service's
+/// answer, for the operator (`/readyz`, the log), never for the command.
+#[derive(Debug, Clone)]
+pub struct Parked {
+    /// The refused API action (`AssumeRole` for an account's role, or
+    /// `ResolveCredentials` when the worker's own credential source failed).
+    pub action: &'static str,
+    /// The service's code and message (for `SignatureDoesNotMatch` its
+    /// string-to-sign), or the credential source's failure.
+    pub error: EventError,
 }
 
 /// Everything a processing produced, for the worker to publish and settle.
@@ -269,7 +281,10 @@ impl<'a, C: Cloud> Run<'a, C> {
                 ))));
             }
             StepEnd::Credential(e) => {
-                return Err(Interrupted(End::Park(EventError::from_api(action, &e))));
+                return Err(Interrupted(End::Park(Parked {
+                    action: action.as_str(),
+                    error: EventError::from_api(action, &e),
+                })));
             }
         };
         Ok((result, total))

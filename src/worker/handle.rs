@@ -20,7 +20,8 @@ use crate::auth;
 use crate::broker::publisher::{Outgoing, Publisher};
 use crate::command::{self, Command, CommandKind, Envelope, FieldError, RejectReason, Rejection};
 use crate::event::{Event, EventError, Outcome};
-use crate::playbook::{self, End, Report, Run};
+use crate::health::CredentialProblem;
+use crate::playbook::{self, End, Parked, Report, Run};
 use crate::slot::Slot;
 use crate::trace_context::TraceContext;
 use lapin::message::Delivery;
@@ -228,32 +229,58 @@ impl Worker {
                 events: Vec::new(),
                 steps: Vec::new(),
                 attempts: prior,
-                end: End::Park(EventError::own(e.code(), e.message())),
+                end: End::Park(Parked {
+                    action: if account.is_some() {
+                        "AssumeRole"
+                    } else {
+                        "ResolveCredentials"
+                    },
+                    error: EventError::own(e.code(), e.message()),
+                }),
                 first_error: None,
             },
         };
-        self.observe_credentials(account, &report);
+        self.observe_credentials(account, command.region.as_str(), &report);
         self.settlement(delivery, &command, report, counts, &source_queue, trace)
     }
 
     /// A successful or permanently failing API answer proves the keys work;
-    /// a credential failure proves they do not. Log once per change.
-    fn observe_credentials(&self, account: Option<&str>, report: &Report) {
+    /// a credential failure proves they do not. Log once per change of cause,
+    /// with the service's code and message, the call, the region, the account
+    /// and where the credentials came from: what the operator needs to act.
+    fn observe_credentials(&self, account: Option<&str>, region: &str, report: &Report) {
         let problem = match &report.end {
-            End::Park(error) => Some(format!("{} ({})", error.code, error.message)),
+            End::Park(Parked { action, error }) => Some(CredentialProblem {
+                code: error.code.clone(),
+                message: error.message.clone(),
+                action: (*action).to_owned(),
+                region: region.to_owned(),
+                account: account.map(str::to_owned),
+                source: self.identities.source(account),
+            }),
             _ if report.attempts.values().any(|a| *a > 0) => None,
             _ => return,
         };
-        let bad = problem.is_some();
+        let log = |p: &CredentialProblem, what: &str| {
+            warn!(
+                code = %p.code,
+                message = %p.message,
+                action = %p.action,
+                region = %p.region,
+                account = p.account.as_deref(),
+                source = %p.source,
+                "{what}: {p}"
+            );
+        };
         match account {
             // One account's role failing concerns that account's commands only:
             // the worker stays ready and says so in /readyz and the metrics.
             Some(account) => {
-                if self.health.set_account_problem(account, problem) {
-                    if bad {
-                        warn!(
-                            account,
-                            "the account's role cannot be used: its commands wait in delayed retry"
+                if self.health.set_account_problem(account, problem.clone()) {
+                    if let Some(p) = &problem {
+                        log(
+                            p,
+                            "the account's role cannot be used: its commands wait in delayed retry",
                         );
                     } else {
                         info!(account, "the account's role works again");
@@ -265,10 +292,11 @@ impl Worker {
                     .set(i64::try_from(degraded).unwrap_or(i64::MAX));
             }
             None => {
-                if self.health.set_credential_problem(problem) {
-                    if bad {
-                        warn!(
-                            "credential or permission failure: commands wait in delayed retry and the worker reports not ready until a call succeeds"
+                if self.health.set_credential_problem(problem.clone()) {
+                    if let Some(p) = &problem {
+                        log(
+                            p,
+                            "credential or permission failure (commands wait in delayed retry; not ready until a call succeeds)",
                         );
                     } else {
                         info!("ECS calls succeed again: credentials are usable, ready");
@@ -376,7 +404,7 @@ impl Worker {
                 return batch;
             }
             End::Redeliver(error) => ("transient", error),
-            End::Park(error) => ("credentials", error),
+            End::Park(Parked { error, .. }) => ("credentials", error),
         };
         let (index, next) = match report.end {
             End::Park(_) => (

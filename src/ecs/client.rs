@@ -95,6 +95,25 @@ impl EcsClient {
         .await
     }
 
+    /// The preflight's read-only call (`check`): `DescribeManagedInstances`
+    /// with `MaxResults` 1, one attempt, no retry. Returns the RequestId.
+    pub async fn probe(
+        &self,
+        credentials: &Credentials,
+        region: &str,
+    ) -> Result<Option<String>, ApiError> {
+        let (_, request_id): (DescribeManagedInstancesResponse, _) = self
+            .call(
+                credentials,
+                ApiAction::DescribeManagedInstances,
+                region,
+                vec![p("MaxResults", "1")],
+                None,
+            )
+            .await?;
+        Ok(request_id)
+    }
+
     /// The client as one command sees it: its identity and its trace context.
     pub fn traced(
         &self,

@@ -25,6 +25,7 @@ pub mod broker;
 pub mod cli;
 pub mod command;
 pub mod credentials;
+pub mod domain;
 pub mod ecs;
 pub mod event;
 pub mod health;

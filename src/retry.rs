@@ -10,7 +10,7 @@
 //!
 //! Time comes from `tokio::time`, so tests run it on a paused clock.
 
-use crate::ecs::error::{ApiAction, ApiError, ErrorClass, classify};
+use crate::domain::error::{ApiAction, ApiError, ErrorClass, classify};
 use crate::settings::RetrySettings;
 use crate::slot::Slot;
 use backoff::backoff::Backoff;

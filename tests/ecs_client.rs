@@ -3,11 +3,11 @@
 
 use lifecycle_worker::command::{InstanceId, RegionId};
 use lifecycle_worker::credentials::Credentials;
+use lifecycle_worker::domain::cloud::{Cloud, InstanceFilter};
+use lifecycle_worker::domain::error::{ApiAction, ApiError, ErrorClass, TransportKind, classify};
 use lifecycle_worker::ecs::client::{EcsClient, Timeouts, TracedClient};
 use lifecycle_worker::ecs::endpoint::Endpoint;
-use lifecycle_worker::ecs::error::{ApiAction, ApiError, ErrorClass, TransportKind, classify};
 use lifecycle_worker::ecs::sign::SignatureVersion;
-use lifecycle_worker::playbook::{Cloud, InstanceFilter};
 use lifecycle_worker::secret::Secret;
 use lifecycle_worker::simulator::{self, FaultSettings, Seed, SimulatorConfig, SimulatorHandle};
 use std::time::Duration;

@@ -16,7 +16,7 @@
 use super::cloud::CloudAccess;
 use crate::broker::connect::{connect, uri};
 use crate::broker::topology::Topology;
-use crate::ecs::error::ApiError;
+use crate::domain::error::ApiError;
 use crate::settings::Settings;
 use std::time::Duration;
 

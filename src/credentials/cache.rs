@@ -11,7 +11,7 @@
 
 use super::Credentials;
 use super::sts::Session;
-use crate::ecs::error::ApiError;
+use crate::domain::error::ApiError;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;

@@ -11,7 +11,7 @@ use super::Credentials;
 use super::cache::{Clock, SessionCache};
 use super::provider::Provider;
 use super::sts::StsClient;
-use crate::ecs::error::ApiError;
+use crate::domain::error::ApiError;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;

@@ -5,11 +5,9 @@
 //! timestamp), which calling [`EcsClient::call`] again does.
 
 use super::endpoint::Endpoint;
-use super::error::{ApiAction, ApiError, TransportKind};
 use super::model::{
-    Activation, DeleteActivationResponse, DeregisterManagedInstanceResponse,
-    DescribeActivationsResponse, DescribeManagedInstancesResponse, DisableActivationResponse,
-    ManagedInstance,
+    DeleteActivationResponse, DeregisterManagedInstanceResponse, DescribeActivationsResponse,
+    DescribeManagedInstancesResponse, DisableActivationResponse,
 };
 use super::rate_limit::RateLimiter;
 use super::sign::SignatureVersion;
@@ -18,7 +16,9 @@ use super::transport::SignedCall;
 pub use super::transport::{Timeouts, http_client};
 use crate::command::{InstanceId, RegionId};
 use crate::credentials::Credentials;
-use crate::playbook::{Called, Cloud, InstanceFilter, InstancePage};
+use crate::domain::cloud::{Called, Cloud, InstanceFilter, InstancePage};
+use crate::domain::error::{ApiAction, ApiError, TransportKind};
+use crate::domain::resource::{Activation, ManagedInstance};
 use std::sync::Arc;
 
 /// The API version every call uses.

@@ -3,10 +3,10 @@
 //! into a value or a typed [`ApiError`] (envelope, `x-acs-retry-after`,
 //! transport failures without the signed URL).
 
-use super::error::{ApiError, TransportKind};
 use super::model::ErrorEnvelope;
 use super::sign::{self, SignatureVersion, SigningInput};
 use crate::credentials::Credentials;
+use crate::domain::error::{ApiError, TransportKind};
 use reqwest::Url;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::de::DeserializeOwned;

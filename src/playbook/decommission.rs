@@ -16,8 +16,8 @@ use super::{
     Cloud, End, InstanceFilter, Interrupted, Report, Run, StepRecord, StepResult, overall,
 };
 use crate::command::{Command, Decommission, InstanceId, Target, client_token};
-use crate::ecs::error::ApiAction;
-use crate::ecs::model::ManagedInstance;
+use crate::domain::error::ApiAction;
+use crate::domain::resource::ManagedInstance;
 use crate::event::{Event, EventError, EventType, Outcome};
 
 /// The step name of target resolution in `command.completed`.

@@ -18,8 +18,8 @@ use super::{
     Cloud, End, InstanceFilter, Interrupted, Report, Run, StepRecord, StepResult, overall,
 };
 use crate::command::{InstanceId, LeakAlert, Quarantine, client_token};
-use crate::ecs::error::{ApiAction, ApiError};
-use crate::ecs::model::{Activation, ManagedInstance};
+use crate::domain::error::{ApiAction, ApiError};
+use crate::domain::resource::{Activation, ManagedInstance};
 use crate::event::{Event, EventError, EventType, Outcome};
 use serde::Serialize;
 use time::OffsetDateTime;

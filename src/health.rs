@@ -56,6 +56,8 @@ impl CredentialProblem {
 #[derive(Debug, Default)]
 struct State {
     broker: Option<String>,
+    /// The broker refuses command outcomes (settlements are being republished).
+    publishing: Option<String>,
     credentials: Option<CredentialProblem>,
     shutting_down: bool,
     /// Accounts whose role could not be used (the worker stays ready).
@@ -110,6 +112,11 @@ impl Health {
         self.with(|s| s.broker = problem);
     }
 
+    /// The broker refuses to take command outcomes (`None`: it takes them again).
+    pub fn set_publishing(&self, problem: Option<String>) {
+        self.with(|s| s.publishing = problem);
+    }
+
     /// Records a credential failure (or its end); returns true if this changed
     /// the cause (so the caller logs once per change, not once per command).
     pub fn set_credential_problem(&self, problem: Option<CredentialProblem>) -> bool {
@@ -150,6 +157,9 @@ impl Health {
             }
             if let Some(b) = &s.broker {
                 reasons.push(b.clone());
+            }
+            if let Some(p) = &s.publishing {
+                reasons.push(p.clone());
             }
             if let Some(c) = &s.credentials {
                 reasons.push(format!("credentials: {c}"));

@@ -55,7 +55,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             observed.rate_limited_calls.inc();
             observed.rate_limit_wait_seconds.inc_by(wait.as_secs_f64());
         }));
-    let ecs = cloud.ecs.with_rate_limit(Arc::new(limiter));
     let identities = cloud.identities;
     let health = Health::new();
     let http_stop = CancellationToken::new();
@@ -68,8 +67,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     .await
     .with_context(|| format!("http.listen: cannot listen on {}", settings.http.listen))?;
     info!(%addr, "health and metrics listening");
-    let worker =
-        crate::worker::Worker::new(settings.clone(), ecs, identities, metrics, health, shutdown);
+    let worker = crate::worker::Worker::new(
+        settings.clone(),
+        cloud.ecs,
+        identities,
+        Arc::new(limiter),
+        metrics,
+        health,
+        shutdown,
+    );
     worker.run().await;
     http_stop.cancel();
     let _ = http.await;

@@ -176,7 +176,7 @@ pub async fn run(settings: &Settings, args: SendArgs) -> anyhow::Result<()> {
         replies = Some((channel, consumer));
     }
     publisher
-        .publish_all(vec![Outgoing {
+        .publish_all(&[Outgoing {
             exchange: settings.topology.command_exchange.clone(),
             routing_key: args.kind.clone(),
             body,

@@ -9,7 +9,6 @@ use super::model::{
     DeleteActivationResponse, DeregisterManagedInstanceResponse, DescribeActivationsResponse,
     DescribeManagedInstancesResponse, DisableActivationResponse,
 };
-use super::rate_limit::RateLimiter;
 use super::sign::SignatureVersion;
 use super::transport::Answer;
 use super::transport::SignedCall;
@@ -19,7 +18,6 @@ use crate::credentials::Credentials;
 use crate::domain::cloud::{Called, Cloud, InstanceFilter, InstancePage};
 use crate::domain::error::{ApiAction, ApiError, TransportKind};
 use crate::domain::resource::{Activation, ManagedInstance};
-use std::sync::Arc;
 
 /// The API version every call uses.
 pub const API_VERSION: &str = "2014-05-26";
@@ -37,7 +35,6 @@ pub struct EcsClient {
     http: reqwest::Client,
     endpoint: Endpoint,
     signature: SignatureVersion,
-    limiter: Option<Arc<RateLimiter>>,
 }
 
 impl EcsClient {
@@ -51,14 +48,7 @@ impl EcsClient {
             http: http_client(timeouts)?,
             endpoint,
             signature,
-            limiter: None,
         })
-    }
-
-    /// Paces every attempt through `limiter` (per region).
-    pub fn with_rate_limit(mut self, limiter: Arc<RateLimiter>) -> Self {
-        self.limiter = Some(limiter);
-        self
     }
 
     /// One signed attempt of `action` in `region`, decoded into `T`.
@@ -70,9 +60,6 @@ impl EcsClient {
         mut params: Vec<(String, String)>,
         traceparent: Option<&str>,
     ) -> Result<(T, Option<String>), ApiError> {
-        if let Some(limiter) = &self.limiter {
-            limiter.acquire(region).await;
-        }
         params.push(("RegionId".into(), region.to_owned()));
         let api = self
             .endpoint

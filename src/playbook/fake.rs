@@ -67,6 +67,8 @@ pub fn retrier() -> Retrier {
         budget: RetryBudget::new(500),
         shutdown: CancellationToken::new(),
         observer: Arc::new(NoObserver),
+        stages: std::num::NonZeroUsize::new(3).unwrap_or(std::num::NonZeroUsize::MIN),
+        limiter: None,
     }
 }
 

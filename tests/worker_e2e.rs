@@ -488,9 +488,9 @@ async fn broker_connection_closed_mid_batch_loses_nothing() {
     let w = env
         .start_worker(&[("LIFECYCLE__WORKER__CONCURRENCY", "2")])
         .await;
-    // Slow enough (10 s of calls) that the batch outlasts both closes and the
+    // Slow enough (16 s of calls) that the batch outlasts both closes and the
     // rabbitmqctl runs around them on a busy host.
-    env.set_faults(json!({"latency_ms": 500})).await;
+    env.set_faults(json!({"latency_ms": 800})).await;
     let ids: Vec<String> = (0..N).map(|i| new_id(&format!("batch{i}"))).collect();
     for (i, id) in ids.iter().enumerate() {
         env.send_json("decommission", &decommission(id, &inst(i)))

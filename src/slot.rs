@@ -41,7 +41,15 @@ impl Slot {
 
     /// Awaits `wait` without holding the slot, then takes a slot again
     /// (queued fairly behind commands that asked first).
+    ///
+    /// A wait that is over at once (an uncontended lock, cached credentials)
+    /// keeps the slot: giving it back would only send the command to the end
+    /// of the queue for nothing.
     pub async fn wait_out<F: Future>(&mut self, wait: F) -> F::Output {
+        let mut wait = std::pin::pin!(wait);
+        if let Some(out) = futures::FutureExt::now_or_never(wait.as_mut()) {
+            return out;
+        }
         let Some(semaphore) = &self.semaphore else {
             return wait.await;
         };
@@ -113,6 +121,26 @@ mod tests {
             "waited for the other command to give the slot back"
         );
         holder.await.expect("joins");
+    }
+
+    /// A wait that is over at once keeps the slot (no trip to the back of the queue).
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_over_at_once_keeps_the_slot() {
+        let semaphore = Arc::new(Semaphore::new(1));
+        let mut slot = Slot::held(Arc::clone(&semaphore).acquire_owned().await.expect("p"));
+        // Another command is queued for the slot: had ours been given back,
+        // it would have to queue behind that one.
+        let other = Arc::clone(&semaphore);
+        let queued = tokio::spawn(async move { other.acquire_owned().await.map(drop) });
+        tokio::task::yield_now().await;
+        assert_eq!(slot.wait_out(async { 5 }).await, 5);
+        assert!(slot.is_held());
+        assert!(
+            !queued.is_finished(),
+            "the queued command did not get our slot"
+        );
+        drop(slot);
+        assert!(queued.await.is_ok());
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 //! never an id, an address or free text.
 
 use crate::domain::error::{ApiAction, ApiError};
+use crate::ecs::rate_limit::{Lane, PaceObserver};
 use crate::retry::AttemptObserver;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -40,6 +41,20 @@ pub struct ActionCode {
     pub code: String,
 }
 
+/// `lane`: `security` (leak-alerts) or `bulk` (offboarding).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LaneLabel {
+    /// The priority lane.
+    pub lane: String,
+}
+
+/// `region` (from the allow-list: bounded).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegionLabel {
+    /// The API region.
+    pub region: String,
+}
+
 /// `action`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabel {
@@ -72,12 +87,16 @@ pub struct Metrics {
     pub unroutable_events: Counter,
     /// Mapped accounts whose role cannot be used right now.
     pub degraded_accounts: Gauge,
-    /// ECS calls that waited for the client-side rate limit.
-    pub rate_limited_calls: Counter,
-    /// Total time ECS calls waited for the rate limit.
-    pub rate_limit_wait_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
-    /// The configured limit (calls per second per region; 0 = none).
+    /// ECS calls that waited for the client-side rate limit, by lane.
+    pub rate_limited_calls: Family<LaneLabel, Counter>,
+    /// Total time ECS calls waited for the rate limit, by lane.
+    pub rate_limit_wait_seconds: Family<LaneLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
+    /// The configured ceiling (calls per second per region and account; 0 = none).
     pub rate_limit: Gauge,
+    /// `Throttling*` answers, by lane.
+    pub throttles: Family<LaneLabel, Counter>,
+    /// The adaptive rate allowed now, by region (the lowest of its accounts).
+    pub allowed_rate: Family<RegionLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -103,9 +122,13 @@ impl Metrics {
         let ready = Gauge::default();
         let unroutable_events = Counter::default();
         let degraded_accounts = Gauge::default();
-        let rate_limited_calls = Counter::default();
-        let rate_limit_wait_seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        let rate_limited_calls = Family::<LaneLabel, Counter>::default();
+        let rate_limit_wait_seconds =
+            Family::<LaneLabel, Counter<f64, std::sync::atomic::AtomicU64>>::default();
         let rate_limit = Gauge::default();
+        let throttles = Family::<LaneLabel, Counter>::default();
+        let allowed_rate =
+            Family::<RegionLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         registry.register(
             "ecs_rate_limited_calls",
             "ECS calls that waited for the client-side rate limit",
@@ -118,8 +141,18 @@ impl Metrics {
         );
         registry.register(
             "ecs_rate_limit_per_second",
-            "Configured ECS calls per second per region (0 = no limit)",
+            "Configured ceiling of ECS calls per second per region and account (0 = no limit)",
             rate_limit.clone(),
+        );
+        registry.register(
+            "ecs_throttles",
+            "Throttling answers from the ECS API, by priority lane",
+            throttles.clone(),
+        );
+        registry.register(
+            "ecs_allowed_rate_per_second",
+            "ECS calls per second allowed now by the adaptive rate, by region (lowest account)",
+            allowed_rate.clone(),
         );
         registry.register(
             "commands",
@@ -188,6 +221,8 @@ impl Metrics {
             rate_limited_calls,
             rate_limit_wait_seconds,
             rate_limit,
+            throttles,
+            allowed_rate,
         })
     }
 
@@ -223,6 +258,34 @@ pub fn code_label(code: &str) -> String {
         code.to_owned()
     } else {
         "other".to_owned()
+    }
+}
+
+impl PaceObserver for Metrics {
+    fn waited(&self, lane: Lane, wait: Duration) {
+        let label = LaneLabel {
+            lane: lane.as_str().to_owned(),
+        };
+        self.rate_limited_calls.get_or_create(&label).inc();
+        self.rate_limit_wait_seconds
+            .get_or_create(&label)
+            .inc_by(wait.as_secs_f64());
+    }
+
+    fn throttled(&self, lane: Lane) {
+        self.throttles
+            .get_or_create(&LaneLabel {
+                lane: lane.as_str().to_owned(),
+            })
+            .inc();
+    }
+
+    fn allowed_rate(&self, region: &str, rate: f64) {
+        self.allowed_rate
+            .get_or_create(&RegionLabel {
+                region: region.to_owned(),
+            })
+            .set(rate);
     }
 }
 

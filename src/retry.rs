@@ -12,8 +12,9 @@
 //! Time comes from `tokio::time`, so tests run it on a paused clock.
 
 use crate::decision::{Counters, Next, Situation, Stop, decide, interrupted};
+use crate::domain::error::ErrorClass;
 use crate::domain::error::{ApiAction, ApiError, classify};
-use crate::ecs::rate_limit::RateLimiter;
+use crate::ecs::rate_limit::{Admission, Lane, PaceKey, RateLimiter};
 use crate::settings::RetrySettings;
 use crate::slot::Slot;
 use backoff::backoff::Backoff;
@@ -158,6 +159,18 @@ impl AttemptObserver for NoObserver {
     fn retry(&self, _: ApiAction, _: Duration) {}
 }
 
+/// Who a step is for: the bucket its calls are paced in, its lane, and the
+/// command's retry counters.
+#[derive(Debug, Clone, Copy)]
+pub struct For<'a> {
+    /// The region and account the calls go to (one pace bucket each).
+    pub pace: &'a PaceKey,
+    /// Security (leak-alerts) or bulk (offboarding).
+    pub lane: Lane,
+    /// The command's retry counters (which stage it is on).
+    pub counters: Counters,
+}
+
 /// Everything a step needs to be carried out well.
 #[derive(Clone)]
 pub struct Retrier {
@@ -178,13 +191,12 @@ pub struct Retrier {
 impl Retrier {
     /// Carries out one step: `call` until it succeeds, fails for good, or the
     /// decision stops the processing. Every attempt is a fresh call (a fresh
-    /// signature, nonce and timestamp). `counters` are the command's retry
-    /// counters; `region` picks the rate-limit bucket.
+    /// signature, nonce and timestamp), admitted by the pace of its bucket and
+    /// lane, and tells the pace how the API answered.
     pub async fn run<T, F, Fut>(
         &self,
         action: ApiAction,
-        region: &str,
-        counters: Counters,
+        step: For<'_>,
         slot: &mut Slot,
         mut call: F,
     ) -> Tried<T>
@@ -206,18 +218,18 @@ impl Retrier {
             attempts: 0,
         };
         loop {
-            if let Some(limiter) = &self.limiter {
-                let wait = limiter.admit(region);
-                if !wait.is_zero() && !self.wait(slot, wait).await {
-                    return Tried {
-                        attempts,
-                        ..stopped(None, interrupted())
-                    };
-                }
+            if !self.admitted(step, slot).await {
+                return Tried {
+                    attempts,
+                    ..stopped(None, interrupted())
+                };
             }
             attempts += 1;
             let error = match self.attempt(action, attempts, &mut call).await {
                 Ok(value) => {
+                    if let Some(limiter) = &self.limiter {
+                        limiter.succeeded(step.pace);
+                    }
                     match last_cost {
                         Some(cost) => self.budget.refund(cost),
                         None => self.budget.earn(),
@@ -229,13 +241,23 @@ impl Retrier {
                 }
                 Err(e) => e,
             };
+            let class = classify(action, &error);
+            if let (
+                Some(limiter),
+                ErrorClass::Transient {
+                    throttled: true, ..
+                },
+            ) = (&self.limiter, class)
+            {
+                limiter.throttled(step.pace, step.lane);
+            }
             let mut situation = Situation {
-                class: classify(action, &error),
+                class,
                 elapsed: started.elapsed(),
                 backoff: backoff.next_backoff().unwrap_or(self.policy.max_interval),
                 max_elapsed: self.policy.max_elapsed,
                 budget: self.budget.available(),
-                counters,
+                counters: step.counters,
                 stages: self.stages,
                 shutting_down: self.shutdown.is_cancelled(),
             };
@@ -300,6 +322,25 @@ impl Retrier {
         result
     }
 
+    /// Waits for the pace to admit the call (lending the slot if it must
+    /// wait); false when shutdown cut the wait short.
+    async fn admitted(&self, step: For<'_>, slot: &mut Slot) -> bool {
+        let Some(limiter) = &self.limiter else {
+            return true;
+        };
+        let Admission::Wait(ticket) = limiter.admit(step.pace, step.lane) else {
+            return true;
+        };
+        slot.wait_out(async {
+            tokio::select! {
+                // The pacer only drops a ticket when the limiter is gone: go.
+                _ = ticket => true,
+                () = self.shutdown.cancelled() => false,
+            }
+        })
+        .await
+    }
+
     /// Waits `wait` without the command's slot; false when shutdown cut it short.
     async fn wait(&self, slot: &mut Slot, wait: Duration) -> bool {
         slot.wait_out(async {
@@ -324,6 +365,13 @@ mod tests {
             message: String::new(),
             request_id: None,
             retry_after: retry_after.map(Duration::from_millis),
+        }
+    }
+
+    fn pace() -> PaceKey {
+        PaceKey {
+            region: "cn-hangzhou".into(),
+            account: None,
         }
     }
 
@@ -355,8 +403,11 @@ mod tests {
         let out = r
             .run(
                 ApiAction::DisableActivation,
-                "cn-hangzhou",
-                counters,
+                For {
+                    pace: &pace(),
+                    lane: Lane::Bulk,
+                    counters,
+                },
                 &mut Slot::unbounded(),
                 || {
                     times.lock().expect("lock").push(start.elapsed());
@@ -398,10 +449,14 @@ mod tests {
         let permit = Arc::clone(&semaphore).acquire_owned().await.expect("p");
         let mut slot = Slot::held(permit);
         let free_at_attempts = Mutex::new(Vec::new());
+        let key = pace();
         let run = r.run(
             ApiAction::DisableActivation,
-            "r",
-            Counters::default(),
+            For {
+                pace: &key,
+                lane: Lane::Bulk,
+                counters: Counters::default(),
+            },
             &mut slot,
             || {
                 let mut seen = free_at_attempts.lock().expect("lock");
@@ -555,15 +610,22 @@ mod tests {
         let mut r = retrier(60_000);
         let limiter = Arc::new(RateLimiter::new(1, 1));
         r.limiter = Some(Arc::clone(&limiter));
-        assert!(limiter.admit("cn-hangzhou").is_zero(), "the burst of one");
+        let key = pace();
+        assert!(
+            matches!(limiter.admit(&key, Lane::Bulk), Admission::Now),
+            "the burst of one"
+        );
         let semaphore = Arc::new(tokio::sync::Semaphore::new(1));
         let mut slot = Slot::held(Arc::clone(&semaphore).acquire_owned().await.expect("p"));
         let stop = r.shutdown.clone();
         let calls = std::sync::atomic::AtomicU32::new(0);
         let run = r.run(
             ApiAction::DisableActivation,
-            "cn-hangzhou",
-            Counters::default(),
+            For {
+                pace: &key,
+                lane: Lane::Bulk,
+                counters: Counters::default(),
+            },
             &mut slot,
             || {
                 calls.fetch_add(1, Ordering::SeqCst);

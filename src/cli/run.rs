@@ -49,12 +49,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     metrics
         .rate_limit
         .set(i64::from(settings.ecs.max_calls_per_second));
-    let observed = metrics.clone();
     let limiter = RateLimiter::new(settings.ecs.max_calls_per_second, settings.ecs.rate_burst)
-        .observe(Box::new(move |wait| {
-            observed.rate_limited_calls.inc();
-            observed.rate_limit_wait_seconds.inc_by(wait.as_secs_f64());
-        }));
+        .observe(metrics.clone());
     let identities = cloud.identities;
     let health = Health::new();
     let http_stop = CancellationToken::new();

@@ -15,14 +15,16 @@ pub mod decommission;
 pub mod leak_alert;
 
 use crate::command::Command;
+use crate::command::CommandKind;
 use crate::decision::{Counters, interrupted};
 use crate::domain::cloud::{Called, Cloud, InstanceFilter};
 use crate::domain::error::{ApiAction, ApiError};
 use crate::domain::resource::{Activation, ManagedInstance};
+use crate::ecs::rate_limit::{Lane, PaceKey};
 use crate::event::{Event, EventError, EventType, Outcome};
 use crate::limits::Limits;
 use crate::locks::{KeyedLocks, TargetGuard};
-use crate::retry::{Retrier, StepResult, Stopped};
+use crate::retry::{For, Retrier, StepResult, Stopped};
 use crate::slot::Slot;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -117,6 +119,10 @@ pub struct Run<'a, C: Cloud> {
     pub first_error: Option<EventError>,
     /// The command's retry counters (which stage it is on).
     pub counters: Counters,
+    /// The pace bucket its calls draw from (its region and account).
+    pub pace: PaceKey,
+    /// Its lane: leak-alerts are security work, never queued behind bulk work.
+    pub lane: Lane,
     /// What the command may touch.
     pub limits: Limits,
     /// The command's concurrency slot, lent out during waits and given back
@@ -140,6 +146,11 @@ impl<'a, C: Cloud> Run<'a, C> {
             attempts: prior,
             first_error: None,
             counters: Counters::default(),
+            pace: PaceKey {
+                region: command.region.as_str().to_owned(),
+                account: command.account_id.as_ref().map(|a| a.as_str().to_owned()),
+            },
+            lane: lane_of(command.kind),
             limits: Limits::default(),
             slot: Slot::unbounded(),
             locks: KeyedLocks::default(),
@@ -220,16 +231,12 @@ impl<'a, C: Cloud> Run<'a, C> {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Called<T>, ApiError>>,
     {
-        let tried = self
-            .retrier
-            .run(
-                action,
-                self.command.region.as_str(),
-                self.counters,
-                &mut self.slot,
-                call,
-            )
-            .await;
+        let step = For {
+            pace: &self.pace,
+            lane: self.lane,
+            counters: self.counters,
+        };
+        let tried = self.retrier.run(action, step, &mut self.slot, call).await;
         let total = self.attempts.entry(key.to_owned()).or_insert(0);
         *total = total.saturating_add(tried.attempts);
         Ok((tried.result?, *total))
@@ -309,6 +316,15 @@ impl<'a, C: Cloud> Run<'a, C> {
             Err(stopped) => Fate::Stopped(stopped),
         };
         self.finish(fate)
+    }
+}
+
+/// The lane of a command kind: containing a leaked code is an incident,
+/// offboarding can wait seconds.
+pub fn lane_of(kind: CommandKind) -> Lane {
+    match kind {
+        CommandKind::LeakAlert => Lane::Security,
+        CommandKind::Decommission => Lane::Bulk,
     }
 }
 

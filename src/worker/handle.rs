@@ -280,7 +280,7 @@ impl Worker {
             }
         };
         let cloud = self.ecs.traced(credentials, Some(trace.traceparent()));
-        let run = Run::new(command, &cloud, &self.retrier, prior)
+        let run = Run::new(command, &cloud, self.retrier_for(command.kind), prior)
             .counters(counters)
             .limits(self.limits.clone())
             .locks(self.locks.clone())

@@ -93,11 +93,19 @@ pub struct Worker {
     ecs: EcsClient,
     identities: Arc<Identities>,
     policy: Policy,
+    /// Steps of offboarding commands (the bulk lane).
     retrier: Retrier,
+    /// Steps of leak-alerts (the security lane): a retry budget of their own,
+    /// so an offboarding backlog's failures never use up an incident's retries.
+    security: Retrier,
     metrics: Arc<Metrics>,
     health: Health,
     locks: KeyedLocks,
+    /// Concurrency slots of offboarding commands.
     permits: Arc<Semaphore>,
+    /// Concurrency slots of leak-alerts: a pool of their own, so no backlog
+    /// of offboarding ever holds the slot an incident needs.
+    security_permits: Arc<Semaphore>,
     limits: Limits,
 }
 
@@ -155,10 +163,15 @@ impl Worker {
             ecs,
             identities,
             policy,
+            security: Retrier {
+                budget: RetryBudget::new(RETRY_BUDGET),
+                ..retrier.clone()
+            },
             retrier,
             metrics,
             health,
             locks: KeyedLocks::default(),
+            security_permits: Arc::new(Semaphore::new(permits.available_permits())),
             permits,
             limits,
         })
@@ -344,6 +357,22 @@ impl Worker {
         Ok((kind, channel, consumer))
     }
 
+    /// The concurrency slots of a kind's commands (its lane's own pool).
+    fn pool(&self, kind: CommandKind) -> &Arc<Semaphore> {
+        match kind {
+            CommandKind::LeakAlert => &self.security_permits,
+            CommandKind::Decommission => &self.permits,
+        }
+    }
+
+    /// The step executor of a kind's commands (its lane's own retry budget).
+    fn retrier_for(&self, kind: CommandKind) -> &Retrier {
+        match kind {
+            CommandKind::LeakAlert => &self.security,
+            CommandKind::Decommission => &self.retrier,
+        }
+    }
+
     /// Pulls deliveries and spawns one task each, bounded by the permits.
     /// Returns `Err(reason)` when the broker is lost, `Ok` when cancelled.
     async fn consume_loop(
@@ -370,7 +399,7 @@ impl Worker {
             };
             let permit = tokio::select! {
                 () = session.cancelled() => break,
-                p = Arc::clone(&self.permits).acquire_owned() => match p {
+                p = Arc::clone(self.pool(kind)).acquire_owned() => match p {
                     Ok(p) => p,
                     Err(_) => break,
                 },

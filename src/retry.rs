@@ -141,6 +141,10 @@ pub trait AttemptObserver: Send + Sync {
     fn attempt(&self, action: ApiAction, error: Option<&ApiError>, elapsed: Duration);
     /// Called before sleeping for an immediate retry.
     fn retry(&self, action: ApiAction, wait: Duration);
+    /// Called when a transient failure goes straight to delayed redelivery
+    /// because the shared retry budget is empty: the API is sick enough that
+    /// the worker stopped retrying immediately, which an operator must see.
+    fn budget_exhausted(&self, _action: ApiAction) {}
 }
 
 /// An observer that records nothing.
@@ -228,7 +232,11 @@ impl Retrier {
                         RETRY_COST
                     };
                     let over_budget = started.elapsed() + wait > self.policy.max_elapsed;
-                    if over_budget || !self.budget.try_spend(cost) {
+                    let budget_empty = !over_budget && !self.budget.try_spend(cost);
+                    if budget_empty {
+                        self.observer.budget_exhausted(action);
+                    }
+                    if over_budget || budget_empty {
                         StepEnd::Redeliver(error)
                     } else {
                         last_cost = Some(cost);
@@ -392,6 +400,41 @@ mod tests {
         assert_eq!(out.attempts, 1);
         r.budget.earn();
         assert_eq!(r.budget.available(), 1);
+    }
+
+    /// Counts what the observer hears about the retry budget.
+    #[derive(Default)]
+    struct Exhaustions(Mutex<Vec<ApiAction>>);
+
+    impl AttemptObserver for Exhaustions {
+        fn attempt(&self, _: ApiAction, _: Option<&ApiError>, _: Duration) {}
+        fn retry(&self, _: ApiAction, _: Duration) {}
+        fn budget_exhausted(&self, action: ApiAction) {
+            self.0.lock().expect("lock").push(action);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_an_empty_budget_is_reported_as_exhausted() {
+        let seen = Arc::new(Exhaustions::default());
+        let mut r = retrier(1000);
+        r.observer = seen.clone();
+        // Running out of time for immediate retries is the normal path: not reported.
+        let script = (0..10)
+            .map(|_| Err(api("InternalError", 500, None)))
+            .collect();
+        let (out, _) = scripted(&r, script).await;
+        assert!(matches!(out.end, StepEnd::Redeliver(_)));
+        assert!(seen.0.lock().expect("lock").is_empty());
+        // An empty bucket is.
+        let left = r.budget.available();
+        assert!(r.budget.try_spend(left));
+        let (out, _) = scripted(&r, vec![Err(api("InternalError", 500, None))]).await;
+        assert!(matches!(out.end, StepEnd::Redeliver(_)));
+        assert_eq!(
+            *seen.0.lock().expect("lock"),
+            [ApiAction::DisableActivation]
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,0 +1,510 @@
+//! `send --from-file FILE`: one command per row of a CSV or JSON-lines file,
+//! published with confirms at a bounded rate, every terminal event awaited,
+//! and a summary at the end.
+//!
+//! How a run survives an interrupt without doing anything twice:
+//! - every row's command id is fixed by the row ([`rows`]), so a second run
+//!   sends the same ids;
+//! - the journal ([`journal`], `FILE.journal` by default) records each
+//!   confirmed publish and each terminal event as they happen; a second run
+//!   skips finished rows and publishes only rows never confirmed;
+//! - terminal events come back through `reply_to` on a durable server-named
+//!   queue that expires a day after its last use, not with the process: the
+//!   events of commands that finished while no run was waiting are there for
+//!   the next run. Only if that queue is gone are the unfinished rows
+//!   published again (same ids); the worker's idempotency (the command id is
+//!   the `ClientToken`, not-found is done) means no API effect is repeated.
+
+pub mod journal;
+pub mod progress;
+pub mod report;
+pub mod rows;
+
+use crate::broker::connect::connect;
+use crate::cli::output::OutputMode;
+use crate::command::Policy;
+use crate::settings::Settings;
+use anyhow::Context;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use journal::{Entry, Journal};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use progress::{Counts, Progress};
+use report::{RowEnd, Summary};
+use rows::Row;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+/// Unconfirmed publishes at most: enough to keep the pipe full, few enough
+/// that a broker refusing them does not leave many rows in doubt.
+const WINDOW: usize = 128;
+
+/// How long the reply queue outlives its last use: the time an interrupted
+/// run has to be resumed before the events that arrived meanwhile are gone.
+const REPLY_QUEUE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// What `send --from-file` needs besides the settings.
+#[derive(Debug, Clone)]
+pub struct BulkOptions {
+    /// The file.
+    pub file: PathBuf,
+    /// Its format, when not detected from the name or content.
+    pub format: Option<rows::Format>,
+    /// Kind, region, dry run, id prefix for every row.
+    pub defaults: rows::Defaults,
+    /// Commands published per second at most.
+    pub rate: u32,
+    /// How long to wait for terminal events after the last publish.
+    pub timeout: Duration,
+    /// The journal (default `FILE.journal`).
+    pub journal: Option<PathBuf>,
+    /// Sign with this publisher key.
+    pub key_id: Option<String>,
+    /// Summary as a table or JSON.
+    pub output: OutputMode,
+}
+
+/// How a run ended, for the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    /// Every row succeeded, was already done, or was a dry run.
+    AllGood,
+    /// Some row failed, was rejected, or has no outcome yet.
+    NotAllGood,
+    /// The file has problems; nothing was sent.
+    BadInput,
+}
+
+/// Where one row stands in this run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    /// To be published.
+    Queued,
+    /// Handed to the broker, not confirmed yet.
+    Unconfirmed,
+    /// Confirmed; waiting for its terminal event.
+    Published,
+    /// Terminal event received (now or in an earlier run).
+    Finished(RowEnd, Option<String>),
+    /// The broker would not take it.
+    Refused(String),
+}
+
+/// The policy rows are checked against: the local settings', as the worker builds it.
+fn policy(settings: &Settings) -> Policy {
+    Policy {
+        allowed_regions: settings.security.allowed_regions.0.clone(),
+        delete_if_unused_default: settings.leak_alert.delete_if_unused,
+        known_accounts: settings
+            .accounts
+            .roles
+            .0
+            .iter()
+            .map(|(a, _)| a.clone())
+            .collect(),
+        max_body_bytes: crate::command::DEFAULT_MAX_BODY_BYTES,
+    }
+}
+
+/// Runs `send --from-file`.
+pub async fn run(settings: &Settings, opts: BulkOptions) -> anyhow::Result<RunEnd> {
+    let bytes =
+        std::fs::read(&opts.file).with_context(|| format!("reading {}", opts.file.display()))?;
+    let format = opts
+        .format
+        .unwrap_or_else(|| rows::Format::detect(&opts.file, &bytes));
+    let rows = match rows::read(&bytes, format, &opts.defaults, &policy(settings)) {
+        Ok(rows) => rows,
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("{}: {p}", opts.file.display());
+            }
+            eprintln!(
+                "{} problem(s) in {}: nothing was sent",
+                problems.len(),
+                opts.file.display()
+            );
+            return Ok(RunEnd::BadInput);
+        }
+    };
+    let journal_path = opts.journal.clone().unwrap_or_else(|| {
+        let mut name = opts.file.clone().into_os_string();
+        name.push(".journal");
+        PathBuf::from(name)
+    });
+    let earlier = journal::load(&journal_path)?;
+    let mut states: Vec<State> = rows
+        .iter()
+        .map(|row| match earlier.finished.get(&row.command_id) {
+            Some((result, error)) => State::Finished(
+                RowEnd::from_name(result).unwrap_or(RowEnd::Failed),
+                error.clone(),
+            ),
+            None if earlier.published.contains(&row.command_id) => State::Published,
+            None => State::Queued,
+        })
+        .collect();
+    let resumed = states.iter().filter(|s| **s != State::Queued).count();
+    if resumed > 0 {
+        eprintln!(
+            "resuming from {}: {} of {} rows already published or finished",
+            journal_path.display(),
+            resumed,
+            rows.len()
+        );
+    }
+    let mut failure = None;
+    if states.iter().any(|s| !matches!(s, State::Finished(..))) {
+        let mut journal = Journal::open(&journal_path)?;
+        let session = Session::open(settings, &opts, &mut states, &earlier, &mut journal)
+            .await
+            .context("connecting to the broker")?;
+        failure = session
+            .drive(&opts, &rows, &mut states, &mut journal)
+            .await
+            .err();
+    }
+    let summary = Summary::of(rows.iter().zip(&states).map(|(row, state)| {
+        let (end, error) = match state {
+            State::Finished(end, error) => (*end, error.as_deref()),
+            State::Published | State::Unconfirmed => (RowEnd::Pending, None),
+            State::Queued => (RowEnd::NotSent, None),
+            State::Refused(why) => (RowEnd::NotSent, Some(why.as_str())),
+        };
+        (row.line, row.command_id.as_str(), end, error)
+    }));
+    if opts.output.human() {
+        println!("{}", summary.table());
+    } else {
+        println!("{}", summary.json());
+    }
+    if let Some(e) = failure {
+        eprintln!("lifecycle-worker: {e:#}");
+    }
+    if summary
+        .troubles
+        .iter()
+        .any(|t| matches!(t.result, RowEnd::Pending | RowEnd::NotSent))
+    {
+        eprintln!(
+            "not every row has an outcome: run the same command again to resume ({} keeps what is done)",
+            journal_path.display()
+        );
+    }
+    Ok(if summary.all_good() {
+        RunEnd::AllGood
+    } else {
+        RunEnd::NotAllGood
+    })
+}
+
+/// The broker side of a run: a confirm channel to publish on and the reply
+/// queue's consumer.
+struct Session {
+    connection: Connection,
+    publish: Channel,
+    replies: lapin::Consumer,
+    reply_queue: String,
+    keys: crate::settings::CommandKeys,
+    key_id: Option<String>,
+    exchange: String,
+}
+
+impl Session {
+    async fn open(
+        settings: &Settings,
+        opts: &BulkOptions,
+        states: &mut [State],
+        earlier: &journal::State,
+        journal: &mut Journal,
+    ) -> anyhow::Result<Session> {
+        let connection = connect(&settings.amqp, "lifecycle-worker-send").await?;
+        let reuse = match &earlier.reply_queue {
+            Some(name) => queue_exists(&connection, name).await?.then(|| name.clone()),
+            None => None,
+        };
+        let reply_queue = match reuse {
+            Some(name) => name,
+            None => {
+                // The events of commands published earlier went to a queue that is
+                // gone: publish those again, under the same ids.
+                let again = states
+                    .iter_mut()
+                    .filter(|s| **s == State::Published)
+                    .map(|s| *s = State::Queued)
+                    .count();
+                if again > 0 {
+                    eprintln!(
+                        "the reply queue of the earlier run is gone: publishing its {again} unfinished command(s) again under the same ids (the worker does no API effect twice)"
+                    );
+                }
+                let name = declare_reply_queue(&connection).await?;
+                journal.record(&Entry::ReplyQueue { name: name.clone() })?;
+                name
+            }
+        };
+        let consume = connection.create_channel().await?;
+        consume.basic_qos(256, BasicQosOptions::default()).await?;
+        let replies = consume
+            .basic_consume(
+                reply_queue.as_str().into(),
+                "lifecycle-worker-send".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let publish = connection.create_channel().await?;
+        publish
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let keys = settings.security.command_keys.clone();
+        let key_id = opts.key_id.clone();
+        if let Some(k) = &key_id {
+            crate::cli::send::signing_headers(&keys, Some(k), b"")?;
+        }
+        Ok(Session {
+            connection,
+            publish,
+            replies,
+            reply_queue,
+            keys,
+            key_id,
+            exchange: settings.topology.command_exchange.clone(),
+        })
+    }
+
+    /// Publishes what is queued and collects terminal events until every row
+    /// has one, the wait times out, or a signal stops it.
+    async fn drive(
+        mut self,
+        opts: &BulkOptions,
+        rows: &[Row],
+        states: &mut [State],
+        journal: &mut Journal,
+    ) -> anyhow::Result<()> {
+        let index: HashMap<&str, usize> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.command_id.as_str(), i))
+            .collect();
+        let stop = CancellationToken::new();
+        crate::cli::run::cancel_on_signals(stop.clone());
+        let mut progress = Progress::new(rows.len() as u64);
+        let mut ticker =
+            tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(opts.rate.max(1))));
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut refresh = tokio::time::interval(Duration::from_millis(500));
+        let mut confirms = FuturesUnordered::new();
+        let mut next = 0usize;
+        let mut deadline = Instant::now() + opts.timeout;
+        let result = loop {
+            while next < rows.len() && states[next] != State::Queued {
+                next += 1;
+            }
+            let waiting = states
+                .iter()
+                .any(|s| matches!(s, State::Queued | State::Unconfirmed | State::Published));
+            if !waiting {
+                break Ok(());
+            }
+            let can_publish = next < rows.len() && confirms.len() < WINDOW;
+            if can_publish || !confirms.is_empty() {
+                deadline = Instant::now() + opts.timeout;
+            }
+            tokio::select! {
+                () = stop.cancelled() => break Err(anyhow::anyhow!("interrupted")),
+                () = tokio::time::sleep_until(deadline) => {
+                    break Err(anyhow::anyhow!(
+                        "no terminal event for {} s",
+                        opts.timeout.as_secs()
+                    ));
+                }
+                _ = ticker.tick(), if can_publish => {
+                    let row = &rows[next];
+                    let confirm = self.publish_row(row).await?;
+                    states[next] = State::Unconfirmed;
+                    let i = next;
+                    confirms.push(async move { (i, confirm.await) });
+                    next += 1;
+                }
+                Some((i, confirmation)) = confirms.next() => {
+                    let row = &rows[i];
+                    match confirmation? {
+                        Confirmation::Ack(None) => {
+                            journal.record(&Entry::Published { command_id: row.command_id.clone() })?;
+                            if states[i] == State::Unconfirmed {
+                                states[i] = State::Published;
+                            }
+                        }
+                        Confirmation::Ack(Some(_)) => {
+                            states[i] = State::Refused(format!(
+                                "unroutable: no queue is bound to {} with key {} (has the worker declared its topology?)",
+                                self.exchange, row.kind.as_str()
+                            ));
+                        }
+                        Confirmation::Nack(_) | Confirmation::NotRequested => {
+                            states[i] = State::Refused("the broker refused it (nack)".into());
+                        }
+                    }
+                }
+                delivery = self.replies.next() => {
+                    let delivery = match delivery {
+                        Some(Ok(d)) => d,
+                        Some(Err(e)) => break Err(e.into()),
+                        None => break Err(anyhow::anyhow!("the broker cancelled the reply consumer")),
+                    };
+                    let event: Value = serde_json::from_slice(&delivery.data).unwrap_or(Value::Null);
+                    if let Some((id, end, error)) = report::classify(&event)
+                        && let Some(&i) = index.get(id.as_str())
+                        && !matches!(states[i], State::Finished(..))
+                    {
+                        journal.record(&Entry::Finished {
+                            command_id: id.clone(),
+                            result: end.as_str().to_owned(),
+                            error: error.clone(),
+                        })?;
+                        if opts.output.human() {
+                            if !end.is_good() {
+                                progress.println(&format!(
+                                    "line {}: {id}: {end}{}",
+                                    rows[i].line,
+                                    error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+                                ));
+                            }
+                        } else {
+                            println!("{}", json!({
+                                "line": rows[i].line, "command_id": id,
+                                "result": end.as_str(), "error": error,
+                            }));
+                        }
+                        states[i] = State::Finished(end, error);
+                        deadline = Instant::now() + opts.timeout;
+                    }
+                    // Acked only once journaled: a kill before this leaves the event
+                    // in the queue for the next run.
+                    delivery.ack(BasicAckOptions::default()).await?;
+                }
+                _ = refresh.tick() => progress.update(counts(states)),
+            }
+        };
+        progress.finish(counts(states));
+        let unfinished = states
+            .iter()
+            .any(|s| matches!(s, State::Unconfirmed | State::Published));
+        if !unfinished {
+            // Nothing more can arrive for this run: the queue is not needed.
+            let _ = self
+                .publish
+                .queue_delete(
+                    self.reply_queue.as_str().into(),
+                    QueueDeleteOptions::default(),
+                )
+                .await;
+        }
+        let _ = self.connection.close(200, "done".into()).await;
+        eprintln!("journal: {}", journal.path().display());
+        result
+    }
+
+    async fn publish_row(&self, row: &Row) -> anyhow::Result<lapin::PublisherConfirm> {
+        let props = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2)
+            .with_message_id(row.command_id.as_str().into())
+            .with_reply_to(self.reply_queue.as_str().into())
+            .with_timestamp(
+                u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0),
+            )
+            .with_headers(crate::cli::send::signing_headers(
+                &self.keys,
+                self.key_id.as_deref(),
+                &row.body,
+            )?);
+        Ok(self
+            .publish
+            .basic_publish(
+                self.exchange.as_str().into(),
+                row.kind.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                &row.body,
+                props,
+            )
+            .await?)
+    }
+}
+
+fn counts(states: &[State]) -> Counts {
+    let mut c = Counts {
+        total: states.len() as u64,
+        ..Counts::default()
+    };
+    for s in states {
+        match s {
+            State::Published => c.published += 1,
+            State::Finished(end, _) => {
+                c.published += 1;
+                c.finished += 1;
+                if !end.is_good() {
+                    c.bad += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    c
+}
+
+/// True when `name` exists (a passive declare, on a channel of its own: a
+/// missing queue closes the channel it was asked on).
+async fn queue_exists(connection: &Connection, name: &str) -> anyhow::Result<bool> {
+    let channel = connection.create_channel().await?;
+    let found = channel
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .is_ok();
+    let _ = channel.close(200, "probe".into()).await;
+    Ok(found)
+}
+
+/// A durable server-named (`amq.gen-…`, within a publisher's permissions) queue
+/// that outlives this process and expires a day after its last use.
+async fn declare_reply_queue(connection: &Connection) -> anyhow::Result<String> {
+    let channel = connection.create_channel().await?;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-expires".into(),
+        AMQPValue::LongLongInt(i64::try_from(REPLY_QUEUE_TTL.as_millis()).unwrap_or(i64::MAX)),
+    );
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            args,
+        )
+        .await?;
+    let name = queue.name().to_string();
+    let _ = channel.close(200, "declared".into()).await;
+    Ok(name)
+}

@@ -167,8 +167,12 @@ impl Summary {
             .set_header(["result", "rows"]);
         let total: usize = self.counts.iter().map(|(_, n)| n).sum();
         for (result, n) in &self.counts {
-            let shown = matches!(result, RowEnd::Pending | RowEnd::NotSent);
-            if *n > 0 || !shown {
+            // The four every operator looks for always; the rest when they happened.
+            let always = matches!(
+                result,
+                RowEnd::Succeeded | RowEnd::AlreadyDone | RowEnd::Failed | RowEnd::Rejected
+            );
+            if *n > 0 || always {
                 counts.add_row([
                     Cell::new(result),
                     Cell::new(n).set_alignment(CellAlignment::Right),

@@ -44,6 +44,17 @@ use std::time::Duration;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+/// `?` inside the run loop: ends the loop with the error, so the progress
+/// display is cleared and the connection closed before the summary.
+macro_rules! or_break {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => break Err(anyhow::Error::from(e)),
+        }
+    };
+}
+
 /// Unconfirmed publishes at most: enough to keep the pipe full, few enough
 /// that a broker refusing them does not leave many rows in doubt.
 const WINDOW: usize = 128;
@@ -330,7 +341,7 @@ impl Session {
                 }
                 _ = ticker.tick(), if can_publish => {
                     let row = &rows[next];
-                    let confirm = self.publish_row(row).await?;
+                    let confirm = or_break!(self.publish_row(row).await);
                     states[next] = State::Unconfirmed;
                     let i = next;
                     confirms.push(async move { (i, confirm.await) });
@@ -338,9 +349,9 @@ impl Session {
                 }
                 Some((i, confirmation)) = confirms.next() => {
                     let row = &rows[i];
-                    match confirmation? {
+                    match or_break!(confirmation) {
                         Confirmation::Ack(None) => {
-                            journal.record(&Entry::Published { command_id: row.command_id.clone() })?;
+                            or_break!(journal.record(&Entry::Published { command_id: row.command_id.clone() }));
                             if states[i] == State::Unconfirmed {
                                 states[i] = State::Published;
                             }
@@ -367,11 +378,11 @@ impl Session {
                         && let Some(&i) = index.get(id.as_str())
                         && !matches!(states[i], State::Finished(..))
                     {
-                        journal.record(&Entry::Finished {
+                        or_break!(journal.record(&Entry::Finished {
                             command_id: id.clone(),
                             result: end.as_str().to_owned(),
                             error: error.clone(),
-                        })?;
+                        }));
                         if opts.output.human() {
                             if !end.is_good() {
                                 progress.println(&format!(
@@ -391,7 +402,7 @@ impl Session {
                     }
                     // Acked only once journaled: a kill before this leaves the event
                     // in the queue for the next run.
-                    delivery.ack(BasicAckOptions::default()).await?;
+                    or_break!(delivery.ack(BasicAckOptions::default()).await);
                 }
                 _ = refresh.tick() => progress.update(counts(states)),
             }

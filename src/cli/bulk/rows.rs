@@ -4,8 +4,9 @@
 //! Every row becomes the exact body the worker will parse, and is checked with
 //! the worker's own parser ([`command::parse`]) under the local settings' policy,
 //! so a typo in row 170 stops the run before row 1 is published rather than
-//! half-way through. Every problem of every row is reported, each naming its
-//! line and field.
+//! half-way through. Problems of the file's shape (CSV syntax, unknown columns,
+//! value types) are reported first, then every problem of every row, each
+//! naming its line and field.
 //!
 //! A row's command id is its own `command_id`, or one derived from the row's
 //! content (`<prefix>-<24 hex of SHA-256>`): running the same file again

@@ -51,6 +51,14 @@ pub enum JournalError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// Another run holds the journal.
+    #[error(
+        "journal {path} is in use by another send --from-file of this file: let it finish (two runs would share one reply queue)"
+    )]
+    Busy {
+        /// The journal file.
+        path: PathBuf,
+    },
     /// A line other than the last is not a journal entry.
     #[error(
         "journal {path}, line {line}: not a journal entry ({reason}); move the file away to start over"
@@ -148,6 +156,16 @@ impl Journal {
             .append(true)
             .open(path)
             .map_err(io)?;
+        // One run at a time: the lock goes with the process, a kill included.
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(JournalError::Busy {
+                    path: path.to_owned(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
         let bytes = std::fs::read(path).map_err(io)?;
         if !bytes.is_empty() && !bytes.ends_with(b"\n") {
             let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
@@ -217,6 +235,11 @@ mod tests {
         // A duplicate terminal event later: the first outcome stands.
         j.record(&finished("a", "succeeded")).expect("write");
         j.record(&finished("c", "rejected")).expect("write");
+        assert!(
+            matches!(Journal::open(&path), Err(JournalError::Busy { .. })),
+            "a second run is refused while the first holds the journal"
+        );
+        drop(j);
         let state = load(&path).expect("load");
         assert_eq!(state.reply_queue.as_deref(), Some("amq.gen-2"));
         assert_eq!(state.published, ["a", "b", "c"].map(String::from).into());

@@ -7,7 +7,7 @@
 //! join anything to act on one.
 
 use crate::command::{Audit, Command, CommandKind, Rejection};
-use crate::ecs::error::{ApiAction, ApiError, ErrorClass, classify};
+use crate::domain::error::{ApiAction, ApiError, ErrorClass, classify};
 use serde::Serialize;
 use serde::ser::SerializeMap;
 use serde_json::Value;

@@ -8,14 +8,60 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+/// A credential or permission failure as the operator needs to see it: the
+/// service's own code and message (for `SignatureDoesNotMatch` the message
+/// holds the service's string-to-sign, which is no secret and shows what the
+/// service computed), which call was refused, where, as whom, and where the
+/// credentials came from. Never a secret: sources are named, not shown.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CredentialProblem {
+    /// The API's error code, e.g. `SignatureDoesNotMatch`.
+    pub code: String,
+    /// The API's error message, as the service sent it.
+    pub message: String,
+    /// The refused action (`ResolveCredentials` when no call could be signed).
+    pub action: String,
+    /// The command's region.
+    pub region: String,
+    /// The command's account, when it acts in a mapped account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// Where the credentials came from (`settings`, `environment`, `oidc_role_arn`, ...).
+    pub source: String,
+}
+
+impl std::fmt::Display for CredentialProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} (action {}, region {}",
+            self.code, self.message, self.action, self.region
+        )?;
+        if let Some(account) = &self.account {
+            write!(f, ", account {account}")?;
+        }
+        write!(f, ", credentials from {})", self.source)
+    }
+}
+
+impl CredentialProblem {
+    /// Same cause (code and source): a change of region or message alone is
+    /// not news worth another log line.
+    fn same_cause(&self, other: &Self) -> bool {
+        self.code == other.code && self.source == other.source
+    }
+}
+
 /// Why the worker is not ready, by condition.
 #[derive(Debug, Default)]
 struct State {
     broker: Option<String>,
-    credentials: Option<String>,
+    /// The broker refuses command outcomes (settlements are being republished).
+    publishing: Option<String>,
+    credentials: Option<CredentialProblem>,
     shutting_down: bool,
-    /// Accounts whose role could not be assumed (the worker stays ready).
-    degraded_accounts: BTreeMap<String, String>,
+    /// Accounts whose role could not be used (the worker stays ready).
+    degraded_accounts: BTreeMap<String, CredentialProblem>,
 }
 
 /// Shared health state; cheap to clone.
@@ -37,9 +83,12 @@ pub struct Readiness {
     pub ready: bool,
     /// Why not (empty when ready).
     pub reasons: Vec<String>,
-    /// Accounts whose commands are waiting on a role problem.
+    /// The worker's own credentials failing, in detail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialProblem>,
+    /// Accounts whose commands are waiting on a role problem, each with its cause.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub degraded_accounts: BTreeMap<String, String>,
+    pub degraded_accounts: BTreeMap<String, CredentialProblem>,
 }
 
 impl Health {
@@ -63,11 +112,16 @@ impl Health {
         self.with(|s| s.broker = problem);
     }
 
-    /// Records a credential failure; returns true if this changed the state
-    /// (so the caller logs once per change, not once per command).
-    pub fn set_credential_problem(&self, problem: Option<String>) -> bool {
+    /// The broker refuses to take command outcomes (`None`: it takes them again).
+    pub fn set_publishing(&self, problem: Option<String>) {
+        self.with(|s| s.publishing = problem);
+    }
+
+    /// Records a credential failure (or its end); returns true if this changed
+    /// the cause (so the caller logs once per change, not once per command).
+    pub fn set_credential_problem(&self, problem: Option<CredentialProblem>) -> bool {
         self.with(|s| {
-            let changed = s.credentials.is_some() != problem.is_some();
+            let changed = !same(s.credentials.as_ref(), problem.as_ref());
             s.credentials = problem;
             changed
         })
@@ -83,10 +137,13 @@ impl Health {
         self.with(|s| s.shutting_down = true);
     }
 
-    /// Records (or clears) a per-account role problem.
-    pub fn set_account_problem(&self, account: &str, problem: Option<String>) -> bool {
+    /// Records (or clears) a per-account role problem; true when its cause changed.
+    pub fn set_account_problem(&self, account: &str, problem: Option<CredentialProblem>) -> bool {
         self.with(|s| match problem {
-            Some(p) => s.degraded_accounts.insert(account.to_owned(), p).is_none(),
+            Some(p) => {
+                let before = s.degraded_accounts.insert(account.to_owned(), p.clone());
+                !same(before.as_ref(), Some(&p))
+            }
             None => s.degraded_accounts.remove(account).is_some(),
         })
     }
@@ -101,15 +158,27 @@ impl Health {
             if let Some(b) = &s.broker {
                 reasons.push(b.clone());
             }
+            if let Some(p) = &s.publishing {
+                reasons.push(p.clone());
+            }
             if let Some(c) = &s.credentials {
                 reasons.push(format!("credentials: {c}"));
             }
             Readiness {
                 ready: reasons.is_empty(),
                 reasons,
+                credentials: s.credentials.clone(),
                 degraded_accounts: s.degraded_accounts.clone(),
             }
         })
+    }
+}
+
+fn same(a: Option<&CredentialProblem>, b: Option<&CredentialProblem>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.same_cause(b),
+        _ => false,
     }
 }
 
@@ -117,19 +186,43 @@ impl Health {
 mod tests {
     use super::*;
 
+    fn problem(code: &str, account: Option<&str>) -> CredentialProblem {
+        CredentialProblem {
+            code: code.into(),
+            message: "server string to sign is:ACS3-HMAC-SHA256\nabc".into(),
+            action: "DeregisterManagedInstance".into(),
+            region: "cn-hangzhou".into(),
+            account: account.map(str::to_owned),
+            source: "environment".into(),
+        }
+    }
+
     #[test]
     fn readiness_follows_each_condition() {
         let h = Health::new();
         assert!(!h.readiness().ready);
         h.set_broker(None);
         assert!(h.readiness().ready);
-        assert!(h.set_credential_problem(Some("InvalidAccessKeyId.NotFound".into())));
-        assert!(!h.set_credential_problem(Some("again".into())));
+        assert!(h.set_credential_problem(Some(problem("InvalidAccessKeyId.NotFound", None))));
+        assert!(!h.set_credential_problem(Some(problem("InvalidAccessKeyId.NotFound", None))));
+        assert!(h.set_credential_problem(Some(problem("SignatureDoesNotMatch", None))));
         let r = h.readiness();
         assert!(!r.ready);
-        assert!(r.reasons[0].contains("credentials"));
+        assert_eq!(
+            r.reasons[0],
+            "credentials: SignatureDoesNotMatch: server string to sign is:ACS3-HMAC-SHA256\nabc \
+             (action DeregisterManagedInstance, region cn-hangzhou, credentials from environment)"
+        );
+        let body = serde_json::to_value(&r).unwrap_or_default();
+        assert_eq!(body["credentials"]["code"], "SignatureDoesNotMatch");
+        assert_eq!(body["credentials"]["source"], "environment");
         assert!(h.set_credential_problem(None));
-        assert!(h.set_account_problem("123", Some("NoPermission".into())));
+        assert!(h.set_account_problem("123", Some(problem("NoPermission", Some("123")))));
+        assert!(
+            h.readiness().degraded_accounts["123"]
+                .to_string()
+                .contains("account 123")
+        );
         assert!(
             h.readiness().ready,
             "a degraded account keeps the worker ready"

@@ -58,6 +58,15 @@ fn main() -> ExitCode {
                 let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
                 result?;
             }
+            Command::Check { config } => {
+                let settings = match load(&config) {
+                    Ok(s) => s,
+                    Err(code) => return Ok(code),
+                };
+                if !lifecycle_worker::cli::check::run(&settings).await? {
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
             Command::Simulate(args) => {
                 let _ = telemetry::init(&lifecycle_worker::settings::TelemetrySettings {
                     log_format: lifecycle_worker::settings::LogFormat::Auto,

@@ -2,7 +2,7 @@
 //! closed set (kinds, outcomes, actions, reason codes) or is squeezed into one:
 //! never an id, an address or free text.
 
-use crate::ecs::error::{ApiAction, ApiError};
+use crate::domain::error::{ApiAction, ApiError};
 use crate::retry::AttemptObserver;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

@@ -1,20 +1,24 @@
-//! Immediate retries of one API step, and the decision when they run out.
+//! Carrying out one API step: admission under the client-side rate limit,
+//! attempts, and immediate retries with jittered exponential backoff (the
+//! `backoff` crate's policy), each next move decided by [`decide`].
 //!
-//! One step (say, DisableActivation) is attempted, and on a transient error
-//! retried with jittered exponential backoff (the `backoff` crate's policy)
-//! until the per-step budget of time is spent. Then the command goes to delayed
-//! redelivery rather than holding a worker slot. A shared token bucket (the
-//! retry budget, as in smithy-rs' standard strategy) stops a sick API from
-//! being hammered by every in-flight command at once: when it is empty,
-//! transient failures go straight to delayed redelivery.
+//! This module *executes*; what to do after a failure is decided in one place,
+//! [`crate::decision`]. A shared token bucket (the retry budget, as in
+//! smithy-rs' standard strategy) stops a sick API from being hammered by every
+//! in-flight command at once. Every wait (rate limit, backoff) lends the
+//! command's concurrency slot and gives way to shutdown, which puts the
+//! command back on its queue as it was.
 //!
 //! Time comes from `tokio::time`, so tests run it on a paused clock.
 
-use crate::ecs::error::{ApiAction, ApiError, ErrorClass, classify};
+use crate::decision::{Counters, Next, Situation, Stop, decide, interrupted};
+use crate::domain::error::{ApiAction, ApiError, classify};
+use crate::ecs::rate_limit::RateLimiter;
 use crate::settings::RetrySettings;
 use crate::slot::Slot;
 use backoff::backoff::Backoff;
 use std::future::Future;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -67,11 +71,6 @@ pub struct RetryBudget {
     capacity: u32,
 }
 
-/// Cost of one retry after a transient error.
-pub const RETRY_COST: u32 = 5;
-/// Cost of one retry after throttling (the API told us to slow down).
-pub const THROTTLE_RETRY_COST: u32 = 10;
-
 impl RetryBudget {
     /// A full bucket of `capacity` tokens.
     pub fn new(capacity: u32) -> Arc<Self> {
@@ -105,32 +104,40 @@ impl RetryBudget {
             });
     }
 
-    /// Tokens left (for metrics).
+    /// Tokens left (for metrics and the decision).
     pub fn available(&self) -> u32 {
         self.tokens.load(Ordering::Acquire)
     }
 }
 
-/// How one step ended after its immediate retries.
+/// How a step ended, when the processing goes on.
 #[derive(Debug)]
-pub enum StepEnd<T> {
-    /// The call succeeded.
+pub enum StepResult<T> {
+    /// The call succeeded with this value.
     Done(T),
     /// The goal state already held (e.g. 404 on a delete).
     AlreadyDone(ApiError),
     /// Failed for good.
     Failed(ApiError),
-    /// Transient failures outlasted the budget (or shutdown began): try again later.
-    Redeliver(ApiError),
-    /// Credentials or permissions: the operator must act; park the command.
-    Credential(ApiError),
 }
 
-/// The outcome of a step plus how many API attempts it took in this processing.
+/// Why the processing stops at this step (the command comes back later).
 #[derive(Debug)]
-pub struct StepOutcome<T> {
-    /// How it ended.
-    pub end: StepEnd<T>,
+pub struct Stopped {
+    /// Where the command goes.
+    pub stop: Stop,
+    /// What it was doing: the API action, or `AssumeRole`,
+    /// `ResolveCredentials` or `TargetLock`.
+    pub action: &'static str,
+    /// The error that stopped it (none when shutdown cut a wait short).
+    pub error: Option<ApiError>,
+}
+
+/// A step's result plus how many API attempts it took in this processing.
+#[derive(Debug)]
+pub struct Tried<T> {
+    /// How it ended, or why the processing stops.
+    pub result: Result<StepResult<T>, Stopped>,
     /// API attempts made now (the caller adds earlier processings' attempts).
     pub attempts: u32,
 }
@@ -141,9 +148,9 @@ pub trait AttemptObserver: Send + Sync {
     fn attempt(&self, action: ApiAction, error: Option<&ApiError>, elapsed: Duration);
     /// Called before sleeping for an immediate retry.
     fn retry(&self, action: ApiAction, wait: Duration);
-    /// Called when a transient failure goes straight to delayed redelivery
-    /// because the shared retry budget is empty: the API is sick enough that
-    /// the worker stopped retrying immediately, which an operator must see.
+    /// Called when the shared retry budget, not the step's time, ended the
+    /// immediate retries of a transient failure: the API is sick enough that
+    /// the worker stopped retrying at once, which an operator must see.
     fn budget_exhausted(&self, _action: ApiAction) {}
 }
 
@@ -155,29 +162,36 @@ impl AttemptObserver for NoObserver {
     fn retry(&self, _: ApiAction, _: Duration) {}
 }
 
-/// Everything a step needs to retry well.
+/// Everything a step needs to be carried out well.
 #[derive(Clone)]
 pub struct Retrier {
     /// Backoff and time budget.
     pub policy: RetryPolicy,
     /// Shared retry budget.
     pub budget: Arc<RetryBudget>,
-    /// Fires on shutdown: waiting steps give up and go to delayed redelivery.
+    /// Fires on shutdown: waits give up and the command goes back to its queue.
     pub shutdown: CancellationToken,
     /// Metrics hook.
     pub observer: Arc<dyn AttemptObserver>,
+    /// How many retry stages there are (for the decision).
+    pub stages: NonZeroUsize,
+    /// The client-side rate limit per region, when there is one.
+    pub limiter: Option<Arc<RateLimiter>>,
 }
 
 impl Retrier {
-    /// Runs `call` until it succeeds, fails for good, or the budget is spent.
-    /// Every attempt is a fresh call (so a fresh signature, nonce and timestamp).
-    /// Backoff sleeps are waited out without the command's `slot`.
+    /// Carries out one step: `call` until it succeeds, fails for good, or the
+    /// decision stops the processing. Every attempt is a fresh call (a fresh
+    /// signature, nonce and timestamp). `counters` are the command's retry
+    /// counters; `region` picks the rate-limit bucket.
     pub async fn run<T, F, Fut>(
         &self,
         action: ApiAction,
+        region: &str,
+        counters: Counters,
         slot: &mut Slot,
         mut call: F,
-    ) -> StepOutcome<T>
+    ) -> Tried<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ApiError>>,
@@ -187,77 +201,130 @@ impl Retrier {
         let mut attempts = 0u32;
         // What the last immediate retry cost, refunded if it succeeds.
         let mut last_cost: Option<u32> = None;
+        let stopped = |error: Option<ApiError>, stop: Stop| Tried {
+            result: Err(Stopped {
+                stop,
+                action: action.as_str(),
+                error,
+            }),
+            attempts: 0,
+        };
         loop {
-            attempts += 1;
-            let t0 = tokio::time::Instant::now();
-            let span = crate::telemetry::ecs_attempt_span(action.as_str(), attempts);
-            let result = call().instrument(span.clone()).await;
-            if let Err(e) = &result {
-                span.record("ecs.error_code", e.code());
-                span.record("error.type", e.code());
-                span.record("otel.status_code", "ERROR");
-                if let Some(id) = e.request_id() {
-                    span.record("ecs.request_id", id);
+            if let Some(limiter) = &self.limiter {
+                let wait = limiter.admit(region);
+                if !wait.is_zero() && !self.wait(slot, wait).await {
+                    return Tried {
+                        attempts,
+                        ..stopped(None, interrupted())
+                    };
                 }
             }
-            drop(span);
-            let error = match result {
+            attempts += 1;
+            let error = match self.attempt(action, attempts, &mut call).await {
                 Ok(value) => {
-                    self.observer.attempt(action, None, t0.elapsed());
                     match last_cost {
                         Some(cost) => self.budget.refund(cost),
                         None => self.budget.earn(),
                     }
-                    return StepOutcome {
-                        end: StepEnd::Done(value),
+                    return Tried {
+                        result: Ok(StepResult::Done(value)),
                         attempts,
                     };
                 }
                 Err(e) => e,
             };
-            self.observer.attempt(action, Some(&error), t0.elapsed());
-            let end = match classify(action, &error) {
-                ErrorClass::AlreadyDone => StepEnd::AlreadyDone(error),
-                ErrorClass::Permanent => StepEnd::Failed(error),
-                ErrorClass::Credential => StepEnd::Credential(error),
-                ErrorClass::Transient {
-                    throttled,
-                    retry_after,
-                } => {
-                    let next = backoff.next_backoff().unwrap_or(self.policy.max_interval);
-                    let wait = next.max(retry_after.unwrap_or_default());
-                    let cost = if throttled {
-                        THROTTLE_RETRY_COST
-                    } else {
-                        RETRY_COST
-                    };
-                    let over_budget = started.elapsed() + wait > self.policy.max_elapsed;
-                    let budget_empty = !over_budget && !self.budget.try_spend(cost);
-                    if budget_empty {
-                        self.observer.budget_exhausted(action);
+            let mut situation = Situation {
+                class: classify(action, &error),
+                elapsed: started.elapsed(),
+                backoff: backoff.next_backoff().unwrap_or(self.policy.max_interval),
+                max_elapsed: self.policy.max_elapsed,
+                budget: self.budget.available(),
+                counters,
+                stages: self.stages,
+                shutting_down: self.shutdown.is_cancelled(),
+            };
+            let next = loop {
+                match decide(&situation) {
+                    // Another command took the tokens since: decide again without them.
+                    Next::RetryAfter { cost, .. } if !self.budget.try_spend(cost) => {
+                        situation.budget = 0;
                     }
-                    if over_budget || budget_empty {
-                        StepEnd::Redeliver(error)
-                    } else {
-                        last_cost = Some(cost);
-                        self.observer.retry(action, wait);
-                        let slept = slot
-                            .wait_out(async {
-                                tokio::select! {
-                                    () = tokio::time::sleep(wait) => true,
-                                    () = self.shutdown.cancelled() => false,
-                                }
-                            })
-                            .await;
-                        if slept {
-                            continue;
-                        }
-                        StepEnd::Redeliver(error)
-                    }
+                    next => break next,
                 }
             };
-            return StepOutcome { end, attempts };
+            // Would an unlimited budget have retried? Then the budget stopped it.
+            if !matches!(next, Next::RetryAfter { .. })
+                && matches!(
+                    decide(&Situation {
+                        budget: u32::MAX,
+                        ..situation
+                    }),
+                    Next::RetryAfter { .. }
+                )
+            {
+                self.observer.budget_exhausted(action);
+            }
+            let result = match next {
+                Next::AlreadyDone => Ok(StepResult::AlreadyDone(error)),
+                Next::Fail => Ok(StepResult::Failed(error)),
+                Next::Stop(stop) => {
+                    return Tried {
+                        attempts,
+                        ..stopped(Some(error), stop)
+                    };
+                }
+                Next::RetryAfter { wait, cost } => {
+                    last_cost = Some(cost);
+                    self.observer.retry(action, wait);
+                    if self.wait(slot, wait).await {
+                        continue;
+                    }
+                    return Tried {
+                        attempts,
+                        ..stopped(Some(error), interrupted())
+                    };
+                }
+            };
+            return Tried { result, attempts };
         }
+    }
+
+    /// One attempt, traced and observed.
+    async fn attempt<T, F, Fut>(
+        &self,
+        action: ApiAction,
+        attempt: u32,
+        call: &mut F,
+    ) -> Result<T, ApiError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
+        let t0 = tokio::time::Instant::now();
+        let span = crate::telemetry::ecs_attempt_span(action.as_str(), attempt);
+        let result = call().instrument(span.clone()).await;
+        if let Err(e) = &result {
+            span.record("ecs.error_code", e.code());
+            span.record("error.type", e.code());
+            span.record("otel.status_code", "ERROR");
+            if let Some(id) = e.request_id() {
+                span.record("ecs.request_id", id);
+            }
+        }
+        self.observer
+            .attempt(action, result.as_ref().err(), t0.elapsed());
+        result
+    }
+
+    /// Waits `wait` without the command's slot; false when shutdown cut it short.
+    async fn wait(&self, slot: &mut Slot, wait: Duration) -> bool {
+        slot.wait_out(async {
+            tokio::select! {
+                () = tokio::time::sleep(wait) => true,
+                () = self.shutdown.cancelled() => false,
+            }
+        })
+        .await
     }
 }
 
@@ -287,25 +354,45 @@ mod tests {
             budget: RetryBudget::new(500),
             shutdown: CancellationToken::new(),
             observer: Arc::new(NoObserver),
+            stages: NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN),
+            limiter: None,
         }
     }
 
     /// Replays scripted results and records when each attempt happened.
-    async fn scripted(
+    async fn scripted_at(
         r: &Retrier,
+        counters: Counters,
         script: Vec<Result<u32, ApiError>>,
-    ) -> (StepOutcome<u32>, Vec<Duration>) {
+    ) -> (Tried<u32>, Vec<Duration>) {
         let start = tokio::time::Instant::now();
         let script = Mutex::new(script.into_iter());
         let times = Mutex::new(Vec::new());
         let out = r
-            .run(ApiAction::DisableActivation, &mut Slot::unbounded(), || {
-                times.lock().expect("lock").push(start.elapsed());
-                let next = script.lock().expect("lock").next();
-                async move { next.unwrap_or(Ok(0)) }
-            })
+            .run(
+                ApiAction::DisableActivation,
+                "cn-hangzhou",
+                counters,
+                &mut Slot::unbounded(),
+                || {
+                    times.lock().expect("lock").push(start.elapsed());
+                    let next = script.lock().expect("lock").next();
+                    async move { next.unwrap_or(Ok(0)) }
+                },
+            )
             .await;
         (out, times.into_inner().expect("lock"))
+    }
+
+    async fn scripted(
+        r: &Retrier,
+        script: Vec<Result<u32, ApiError>>,
+    ) -> (Tried<u32>, Vec<Duration>) {
+        scripted_at(r, Counters::default(), script).await
+    }
+
+    fn stop_of<T>(t: &Tried<T>) -> Option<Stop> {
+        t.result.as_ref().err().map(|s| s.stop)
     }
 
     #[tokio::test(start_paused = true)]
@@ -313,7 +400,7 @@ mod tests {
         let r = retrier(30_000);
         let e = || Err(api("InternalError.Dispatch", 500, None));
         let (out, times) = scripted(&r, vec![e(), e(), e(), Ok(7)]).await;
-        assert!(matches!(out.end, StepEnd::Done(7)));
+        assert!(matches!(out.result, Ok(StepResult::Done(7))));
         assert_eq!(out.attempts, 4);
         let ms: Vec<u128> = times.iter().map(|d| d.as_millis()).collect();
         assert_eq!(ms, [0, 100, 300, 700]);
@@ -327,41 +414,60 @@ mod tests {
         let permit = Arc::clone(&semaphore).acquire_owned().await.expect("p");
         let mut slot = Slot::held(permit);
         let free_at_attempts = Mutex::new(Vec::new());
-        let run = r.run(ApiAction::DisableActivation, &mut slot, || {
-            let mut seen = free_at_attempts.lock().expect("lock");
-            seen.push(semaphore.available_permits());
-            let first = seen.len() == 1;
-            async move {
-                if first {
-                    Err(api("InternalError.Dispatch", 500, None))
-                } else {
-                    Ok(1)
+        let run = r.run(
+            ApiAction::DisableActivation,
+            "r",
+            Counters::default(),
+            &mut slot,
+            || {
+                let mut seen = free_at_attempts.lock().expect("lock");
+                seen.push(semaphore.available_permits());
+                let first = seen.len() == 1;
+                async move {
+                    if first {
+                        Err(api("InternalError.Dispatch", 500, None))
+                    } else {
+                        Ok(1)
+                    }
                 }
-            }
-        });
+            },
+        );
         let probe = async {
             // Halfway through the 100 ms backoff.
             tokio::time::sleep(Duration::from_millis(50)).await;
             semaphore.available_permits()
         };
         let (out, free_while_sleeping) = tokio::join!(run, probe);
-        assert!(matches!(out.end, StepEnd::Done(1)));
+        assert!(matches!(out.result, Ok(StepResult::Done(1))));
         assert_eq!(free_while_sleeping, 1, "the slot is lent while sleeping");
         assert_eq!(*free_at_attempts.lock().expect("lock"), [0, 0]);
         assert!(slot.is_held());
     }
 
     #[tokio::test(start_paused = true)]
-    async fn budget_exhausted_means_redeliver() {
+    async fn time_budget_spent_means_the_next_retry_stage() {
         let r = retrier(1000);
-        let script = (0..100)
+        let script: Vec<_> = (0..100)
             .map(|_| Err(api("ServiceUnavailable", 503, None)))
             .collect();
-        let (out, times) = scripted(&r, script).await;
-        assert!(matches!(out.end, StepEnd::Redeliver(_)));
+        let (out, times) = scripted(&r, script.clone()).await;
+        assert_eq!(stop_of(&out), Some(Stop::Redeliver { stage: 0 }));
         // 0, 100, 300, 700; the next wait (800) would pass 1000 ms.
         assert_eq!(out.attempts, 4);
         assert!(times.last().expect("attempted") <= &Duration::from_millis(1000));
+        let second = Counters {
+            redeliveries: 1,
+            parks: 0,
+        };
+        let (out, _) = scripted_at(&r, second, script.clone()).await;
+        assert_eq!(stop_of(&out), Some(Stop::Redeliver { stage: 1 }));
+        // Past the last stage, the step fails for good.
+        let past = Counters {
+            redeliveries: 3,
+            parks: 0,
+        };
+        let (out, _) = scripted_at(&r, past, script).await;
+        assert!(matches!(out.result, Ok(StepResult::Failed(_))));
     }
 
     #[tokio::test(start_paused = true)]
@@ -372,12 +478,12 @@ mod tests {
             vec![Err(api("Throttling.User", 400, Some(2500))), Ok(1)],
         )
         .await;
-        assert!(matches!(out.end, StepEnd::Done(1)));
+        assert!(matches!(out.result, Ok(StepResult::Done(1))));
         assert_eq!(times[1], Duration::from_millis(2500));
 
         // Longer than what is left: delayed redelivery instead.
         let (out, _) = scripted(&r, vec![Err(api("Throttling.User", 400, Some(60_000)))]).await;
-        assert!(matches!(out.end, StepEnd::Redeliver(_)));
+        assert_eq!(stop_of(&out), Some(Stop::Redeliver { stage: 0 }));
         assert_eq!(out.attempts, 1);
     }
 
@@ -385,9 +491,13 @@ mod tests {
     async fn non_transient_classes_end_at_once() {
         let r = retrier(10_000);
         let (out, _) = scripted(&r, vec![Err(api("ActivationId.InUse", 403, None))]).await;
-        assert!(matches!(out.end, StepEnd::Failed(_)));
-        let (out, _) = scripted(&r, vec![Err(api("Forbidden.RAM", 403, None))]).await;
-        assert!(matches!(out.end, StepEnd::Credential(_)));
+        assert!(matches!(out.result, Ok(StepResult::Failed(_))));
+        let parked = Counters {
+            redeliveries: 0,
+            parks: 9,
+        };
+        let (out, _) = scripted_at(&r, parked, vec![Err(api("Forbidden.RAM", 403, None))]).await;
+        assert_eq!(stop_of(&out), Some(Stop::Park { stage: 2 }));
         assert_eq!(out.attempts, 1);
     }
 
@@ -396,13 +506,13 @@ mod tests {
         let r = retrier(10_000);
         assert!(r.budget.try_spend(500));
         let (out, _) = scripted(&r, vec![Err(api("InternalError", 500, None)), Ok(1)]).await;
-        assert!(matches!(out.end, StepEnd::Redeliver(_)));
+        assert_eq!(stop_of(&out), Some(Stop::Redeliver { stage: 0 }));
         assert_eq!(out.attempts, 1);
         r.budget.earn();
         assert_eq!(r.budget.available(), 1);
     }
 
-    /// Counts what the observer hears about the retry budget.
+    /// Records what the observer hears about the retry budget.
     #[derive(Default)]
     struct Exhaustions(Mutex<Vec<ApiAction>>);
 
@@ -424,13 +534,16 @@ mod tests {
             .map(|_| Err(api("InternalError", 500, None)))
             .collect();
         let (out, _) = scripted(&r, script).await;
-        assert!(matches!(out.end, StepEnd::Redeliver(_)));
+        assert_eq!(stop_of(&out), Some(Stop::Redeliver { stage: 0 }));
+        assert!(seen.0.lock().expect("lock").is_empty());
+        // Nor is a permanent failure.
+        let (_, _) = scripted(&r, vec![Err(api("ActivationId.InUse", 403, None))]).await;
         assert!(seen.0.lock().expect("lock").is_empty());
         // An empty bucket is.
         let left = r.budget.available();
         assert!(r.budget.try_spend(left));
         let (out, _) = scripted(&r, vec![Err(api("InternalError", 500, None))]).await;
-        assert!(matches!(out.end, StepEnd::Redeliver(_)));
+        assert_eq!(stop_of(&out), Some(Stop::Redeliver { stage: 0 }));
         assert_eq!(
             *seen.0.lock().expect("lock"),
             [ApiAction::DisableActivation]
@@ -448,7 +561,7 @@ mod tests {
                 vec![Ok(1)]
             };
             let (out, _) = scripted(&r, script).await;
-            assert!(matches!(out.end, StepEnd::Done(1)), "command {i}");
+            assert!(matches!(out.result, Ok(StepResult::Done(1))), "command {i}");
         }
         assert_eq!(r.budget.available(), 500);
         // Retries that keep failing do drain it.
@@ -456,15 +569,70 @@ mod tests {
             .map(|_| Err(api("InternalError", 500, None)))
             .collect();
         let (out, _) = scripted(&r, failing).await;
-        assert!(matches!(out.end, StepEnd::Redeliver(_)));
+        assert!(matches!(stop_of(&out), Some(Stop::Redeliver { .. })));
         assert!(r.budget.available() < 500);
     }
 
+    /// SIGTERM during a backoff on the *last* stage: the command goes back to
+    /// its queue unchanged; it neither fails nor uses up a stage.
     #[tokio::test(start_paused = true)]
-    async fn shutdown_interrupts_the_backoff_sleep() {
+    async fn shutdown_during_a_last_stage_backoff_requeues() {
+        let r = retrier(60_000);
+        let last = Counters {
+            redeliveries: 3,
+            parks: 0,
+        };
+        let stop = r.shutdown.clone();
+        let ((out, _), ()) = tokio::join!(
+            scripted_at(&r, last, vec![Err(api("InternalError", 500, None)), Ok(1)]),
+            async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                stop.cancel();
+            }
+        );
+        assert_eq!(stop_of(&out), Some(Stop::Requeue));
+        assert_eq!(out.attempts, 1, "no further attempt after shutdown");
+    }
+
+    /// A transient error once shutdown began: no retry, no stage used.
+    #[tokio::test(start_paused = true)]
+    async fn a_transient_error_after_shutdown_requeues() {
         let r = retrier(60_000);
         r.shutdown.cancel();
         let (out, _) = scripted(&r, vec![Err(api("InternalError", 500, None)), Ok(1)]).await;
-        assert!(matches!(out.end, StepEnd::Redeliver(_)));
+        assert_eq!(stop_of(&out), Some(Stop::Requeue));
+    }
+
+    /// Waiting for the client-side rate limit lends the slot and gives way to shutdown.
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_limit_wait_lends_the_slot_and_gives_way_to_shutdown() {
+        let mut r = retrier(60_000);
+        let limiter = Arc::new(RateLimiter::new(1, 1));
+        r.limiter = Some(Arc::clone(&limiter));
+        assert!(limiter.admit("cn-hangzhou").is_zero(), "the burst of one");
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(1));
+        let mut slot = Slot::held(Arc::clone(&semaphore).acquire_owned().await.expect("p"));
+        let stop = r.shutdown.clone();
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let run = r.run(
+            ApiAction::DisableActivation,
+            "cn-hangzhou",
+            Counters::default(),
+            &mut slot,
+            || {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { Ok::<u32, ApiError>(1) }
+            },
+        );
+        let probe = async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let free = semaphore.available_permits();
+            stop.cancel();
+            free
+        };
+        let (out, free_while_waiting) = tokio::join!(run, probe);
+        assert_eq!(free_while_waiting, 1, "the slot is lent while rate-limited");
+        assert_eq!(stop_of(&out), Some(Stop::Requeue));
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "no call after shutdown");
     }
 }

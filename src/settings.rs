@@ -105,6 +105,10 @@ pub struct AmqpSettings {
     pub reconnect_initial_ms: u64,
     /// Longest reconnect wait.
     pub reconnect_max_ms: u64,
+    /// One connection attempt's limit (TCP, TLS and the AMQP handshake
+    /// together): lapin's own connect can wait forever on a broker that
+    /// accepts TCP but never finishes the handshake.
+    pub connect_timeout_ms: u64,
 }
 
 /// RabbitMQ queue flavour: quorum queues replicate (the production default),
@@ -417,6 +421,7 @@ impl Settings {
             }
         }
         positive("amqp.reconnect_initial_ms", self.amqp.reconnect_initial_ms)?;
+        positive("amqp.connect_timeout_ms", self.amqp.connect_timeout_ms)?;
         if self.amqp.reconnect_max_ms < self.amqp.reconnect_initial_ms {
             return Err(SettingsError::invalid(
                 "amqp.reconnect_max_ms",

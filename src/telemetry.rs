@@ -96,7 +96,11 @@ pub fn init(settings: &TelemetrySettings) -> Telemetry {
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colour only for a person at a terminal: escape codes in a log file or a
+    // collector split `key=value` fields that operators search for.
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let fmt = if json {
         fmt.json().flatten_event(true).with_filter(filter).boxed()
     } else {

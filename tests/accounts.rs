@@ -155,3 +155,81 @@ async fn body_names(w: &Worker, account: &str) -> bool {
         .await
         .is_some_and(|(status, body)| status == 200 && body.contains(account))
 }
+
+/// One account's STS hangs: that account's commands wait without holding
+/// concurrency slots, so another account's and the worker's own commands are
+/// carried out meanwhile (with concurrency 2 and more hung commands than slots).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_sts_for_one_account_does_not_hold_up_the_others() {
+    const SLOW: &str = "3333333333";
+    let env = Env::new(seed_instances(12)).await;
+    env.sim_send(
+        reqwest::Method::POST,
+        "/_sim/roles",
+        Some(json!({"RoleArn": role(GOOD)})),
+    )
+    .await;
+    env.sim_send(
+        reqwest::Method::POST,
+        "/_sim/roles",
+        Some(json!({"RoleArn": role(SLOW), "DelayMs": 60_000})),
+    )
+    .await;
+    let roles = format!("{GOOD}={}, {SLOW}={}", role(GOOD), role(SLOW));
+    let sts = env.sim.endpoint();
+    let w = env
+        .start_worker(&[
+            ("LIFECYCLE__ACCOUNTS__ROLES", roles.as_str()),
+            ("LIFECYCLE__STS__ENDPOINT", sts.as_str()),
+            ("LIFECYCLE__WORKER__CONCURRENCY", "2"),
+            ("LIFECYCLE__ECS__REQUEST_TIMEOUT_MS", "60000"),
+        ])
+        .await;
+    for i in 0..6 {
+        env.send_json(
+            "decommission",
+            &decommission_in(&new_id("slow"), &inst(i), SLOW),
+        )
+        .await;
+    }
+    // The hung account's commands have started (their STS call is under way)
+    // before the others arrive.
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", w.http_port))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .unwrap_or_default();
+        let in_flight = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("lifecycle_commands_in_flight "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if in_flight >= 2.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slow commands never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut others = Vec::new();
+    for i in 6..12 {
+        let id = new_id("other");
+        let body = if i % 2 == 0 {
+            decommission_in(&id, &inst(i), GOOD)
+        } else {
+            decommission(&id, &inst(i))
+        };
+        env.send_json("decommission", &body).await;
+        others.push(id);
+    }
+    // Well before the hung STS call could end (60 s), the others are done.
+    env.wait_for("the other commands", Duration::from_secs(20), |e| {
+        others.iter().all(|id| completed(e, id, "succeeded"))
+    })
+    .await;
+}

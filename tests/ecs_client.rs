@@ -3,11 +3,11 @@
 
 use lifecycle_worker::command::{InstanceId, RegionId};
 use lifecycle_worker::credentials::Credentials;
+use lifecycle_worker::domain::cloud::{Cloud, InstanceFilter};
+use lifecycle_worker::domain::error::{ApiAction, ApiError, ErrorClass, TransportKind, classify};
 use lifecycle_worker::ecs::client::{EcsClient, Timeouts, TracedClient};
 use lifecycle_worker::ecs::endpoint::Endpoint;
-use lifecycle_worker::ecs::error::{ApiAction, ApiError, ErrorClass, TransportKind, classify};
 use lifecycle_worker::ecs::sign::SignatureVersion;
-use lifecycle_worker::playbook::{Cloud, InstanceFilter};
 use lifecycle_worker::secret::Secret;
 use lifecycle_worker::simulator::{self, FaultSettings, Seed, SimulatorConfig, SimulatorHandle};
 use std::time::Duration;
@@ -307,4 +307,125 @@ async fn connection_refused_is_a_transient_transport_error() {
         classify(ApiAction::DisableActivation, &e),
         ErrorClass::Transient { .. }
     ));
+}
+
+/// Every request the worker sends, read as raw bytes at a TCP listener (no
+/// HTTP library in between that could fold repeated lines): no header field
+/// name appears twice. ECS and STS, both signature kinds, with and without a
+/// security token, and the anonymous OIDC exchange. (The official SDK's own
+/// verification of the same requests is `tests/wire/`, run by `.ci/run`.)
+#[tokio::test]
+async fn no_request_repeats_a_header_field() {
+    use lifecycle_worker::credentials::sts::{RoleRequest, StsClient};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    let (heads_tx, mut heads) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let tx = heads_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
+                let body = br#"{"RequestId":"raw","Code":"Raw","Message":"captured"}"#;
+                let head = format!(
+                    "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(head.as_bytes()).await;
+                let _ = conn.write_all(body).await;
+            });
+        }
+    });
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(2),
+        request: Duration::from_secs(2),
+    };
+    let hz = region("cn-hangzhou");
+    let mut with_token = Credentials::static_key("testid", "testsecret");
+    with_token.security_token = Some(Secret::new("tok/en+=="));
+    let mut sent = Vec::new();
+    for version in [
+        SignatureVersion::Acs3HmacSha256,
+        SignatureVersion::RpcHmacSha1,
+    ] {
+        for creds in [
+            Credentials::static_key("testid", "testsecret"),
+            with_token.clone(),
+        ] {
+            let ecs = EcsClient::new(
+                Endpoint::from_setting(&endpoint).expect("endpoint"),
+                version,
+                timeouts,
+            )
+            .expect("client");
+            let traced = ecs.traced(
+                creds.clone(),
+                Some(format!("00-{}-{}-01", "a".repeat(32), "b".repeat(16))),
+            );
+            let _ = traced
+                .describe_instances(&hz, &InstanceFilter::InstanceIp("2001:db8::1".into()), None)
+                .await;
+            let _ = traced
+                .deregister(
+                    &hz,
+                    &InstanceId::parse("mi-raw01").expect("id"),
+                    "raw:token.1",
+                )
+                .await;
+            let sts = StsClient::new(
+                lifecycle_worker::ecs::client::http_client(timeouts).expect("http"),
+                &endpoint,
+                version,
+            )
+            .expect("sts");
+            let _ = sts.assume_role(&creds, "acs:ram::123:role/raw").await;
+            sent.push(format!(
+                "{version:?} token={}",
+                creds.security_token.is_some()
+            ));
+        }
+    }
+    let sts = StsClient::new(
+        lifecycle_worker::ecs::client::http_client(timeouts).expect("http"),
+        &endpoint,
+        SignatureVersion::Acs3HmacSha256,
+    )
+    .expect("sts");
+    let _ = sts
+        .assume_role_with_oidc(
+            &RoleRequest::new("acs:ram::123:role/raw"),
+            "acs:ram::123:oidc-provider/raw",
+            &Secret::new("eyJ.raw"),
+        )
+        .await;
+    // 2 kinds x 2 credentials x 3 calls, and the OIDC exchange.
+    let mut count = 0;
+    while let Ok(head) = heads.try_recv() {
+        count += 1;
+        let mut names: Vec<String> = head
+            .split("\r\n")
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .map(|l| l.split(':').next().unwrap_or_default().to_ascii_lowercase())
+            .collect();
+        let total = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), total, "a header field repeats in:\n{head}");
+        if head.contains("ACS3-HMAC-SHA256") {
+            assert!(names.contains(&"accept".to_owned()), "{head}");
+        }
+    }
+    assert_eq!(count, 13, "requests captured ({sent:?})");
 }

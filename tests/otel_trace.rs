@@ -131,10 +131,12 @@ async fn command_span_continues_the_publishers_trace() {
     ));
     let health = Health::new();
     let shutdown = CancellationToken::new();
+    let limiter = Arc::new(lifecycle_worker::ecs::rate_limit::RateLimiter::new(0, 1));
     let worker = Worker::new(
         Arc::new(settings),
         ecs,
         identities,
+        limiter,
         Metrics::new(),
         health.clone(),
         shutdown.clone(),

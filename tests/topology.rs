@@ -367,6 +367,80 @@ async fn commands_for_the_same_target_run_one_after_another() {
     );
 }
 
+/// One host named four ways (instance id, hostname, machine id, IP) is one
+/// target: the four commands act on it one after another, each after the
+/// previous one's outcome is settled, not at once because their selectors differ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_instance_named_four_ways_is_one_target() {
+    const LATENCY_MS: i64 = 300;
+    let mut seed = seed_instances(1);
+    seed["Instances"][0]["IntranetIp"] = json!("10.7.0.1");
+    let env = Env::new(seed).await;
+    let _w = env
+        .start_worker(&[("LIFECYCLE__WORKER__CONCURRENCY", "8")])
+        .await;
+    env.set_faults(json!({ "latency_ms": LATENCY_MS })).await;
+    let id = inst(0);
+    // The instance id last: the three that must resolve first all find the
+    // host (their lookups are answered before any deregistration is).
+    let selectors = [
+        json!({"hostname": format!("{id}.example.internal")}),
+        json!({"machine_id": format!("m{}", id.trim_start_matches("mi-"))}),
+        json!({"ip": "10.7.0.1"}),
+        json!({"instance_id": id}),
+    ];
+    let mut ids = Vec::new();
+    for (i, selector) in selectors.iter().enumerate() {
+        let cid = new_id(&format!("named{i}"));
+        let mut body = json!({"command_id": cid, "region_id": REGION});
+        for (k, v) in selector.as_object().into_iter().flatten() {
+            body[k] = v.clone();
+        }
+        env.send_json("decommission", body.to_string().as_bytes())
+            .await;
+        ids.push(cid);
+    }
+    let evs = env
+        .wait_for("4 completions", T, |e| {
+            ids.iter().all(|id| {
+                e.iter()
+                    .any(|e| e.command_id() == id && e.ty() == "command.completed")
+            })
+        })
+        .await;
+    let d = env.deregistrations().await;
+    assert_eq!(d.get(&id), Some(&json!(1)), "{d:?}");
+    // Every command that called DeregisterManagedInstance did so holding the
+    // instance's lock until its outcome was settled: their completions are at
+    // least one API call apart, never at once.
+    let mut times: Vec<time::OffsetDateTime> = ids
+        .iter()
+        .filter(|cid| {
+            evs.iter()
+                .any(|e| e.command_id() == cid.as_str() && e.ty() == "instance.deregistered")
+        })
+        .map(|cid| {
+            occurred_at(
+                evs.iter()
+                    .find(|e| e.command_id() == cid && e.ty() == "command.completed")
+                    .expect("completed"),
+            )
+        })
+        .collect();
+    assert!(
+        times.len() >= 3,
+        "the host was found by each lookup: {evs:#?}"
+    );
+    times.sort();
+    for pair in times.windows(2) {
+        let gap = (pair[1] - pair[0]).whole_milliseconds();
+        assert!(
+            gap >= i128::from(LATENCY_MS) - 50,
+            "commands for one instance overlapped: completions {gap} ms apart ({times:?})"
+        );
+    }
+}
+
 /// Starts `run` with a bad configuration: it must exit 2 promptly, name the
 /// culprit on stderr, and never answer on its health port.
 async fn bad_config(env: &Env, extra: &[(&str, &str)], args: &[&str], culprit: &str) {

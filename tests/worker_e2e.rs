@@ -50,14 +50,22 @@ async fn decommission_by_instance_id() {
         assert_eq!(e.body["region_id"], REGION);
     }
     assert_eq!(mine[0].body["attempts"], 1);
-    // The command was acknowledged: nothing left on the queue, ready or not,
-    // once the worker is gone.
+    // The command was acknowledged: nothing left on the queue, ready or
+    // unacknowledged, while the worker lives, and still nothing once it is gone.
+    until("the command is acknowledged", T, || async {
+        let rows = env
+            .list(
+                "queues",
+                &["name", "messages_ready", "messages_unacknowledged"],
+            )
+            .await;
+        rows.iter()
+            .any(|r| r[0] == "lifecycle.decommission" && r[1] == "0" && r[2] == "0")
+            .then_some(())
+    })
+    .await;
     drop(_w);
-    let len_deadline = std::time::Instant::now() + T;
-    while env.queue_len("lifecycle.decommission").await != 0 {
-        assert!(std::time::Instant::now() < len_deadline, "queue not empty");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert_eq!(env.queue_len("lifecycle.decommission").await, 0);
     let reqs = env.requests().await;
     let calls = dereg_calls(&reqs);
     assert_eq!(calls.len(), 1, "{reqs:#?}");
@@ -304,6 +312,46 @@ async fn permanent_failure_dead_letter_then_replay_completes() {
     assert_eq!(env.queue_len("lifecycle.dead-letter").await, 0);
 }
 
+/// A wrong secret: the command waits, and the operator reads the service's
+/// own answer, string-to-sign included, in `/readyz` and the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_secret_is_explained_in_readyz_and_the_log() {
+    let env = Env::new(seed_instances(1)).await;
+    let wrong = "not-the-secret-9c1e";
+    let w = env
+        .start_worker(&[("ALIBABA_CLOUD_ACCESS_KEY_SECRET", wrong)])
+        .await;
+    let id = new_id("wrong-secret");
+    env.send_json("decommission", &decommission(&id, &inst(0)))
+        .await;
+    let body = w.wait_readyz(503, T).await;
+    let readyz: serde_json::Value = serde_json::from_str(&body).expect("readyz is JSON");
+    let problem = &readyz["credentials"];
+    assert_eq!(problem["code"], "SignatureDoesNotMatch", "{body}");
+    assert!(
+        problem["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("server string to sign is:ACS3-HMAC-SHA256\n")),
+        "{body}"
+    );
+    assert_eq!(problem["action"], "DeregisterManagedInstance", "{body}");
+    assert_eq!(problem["region"], "cn-hangzhou", "{body}");
+    assert_eq!(problem["source"], "environment", "{body}");
+    let log = w.stderr();
+    assert!(
+        log.contains("SignatureDoesNotMatch") && log.contains("server string to sign is:"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(wrong) && !body.contains(wrong),
+        "the secret leaked"
+    );
+    assert!(
+        env.events_of(&id).is_empty(),
+        "the command waits, nothing is published"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_credentials_wait_and_unready_then_recover() {
     let env = Env::new(seed_instances(1)).await;
@@ -318,7 +366,22 @@ async fn revoked_credentials_wait_and_unready_then_recover() {
     env.send_json("decommission", &decommission(&id, &inst(0)))
         .await;
     let body = w.wait_readyz(503, T).await;
-    assert!(body.len() > 2, "503 says why: {body}");
+    // 503 says why, in the service's words and with where it happened.
+    for part in [
+        "InvalidAccessKeyId.NotFound",
+        "action DeregisterManagedInstance",
+        "region cn-hangzhou",
+        "credentials from environment",
+    ] {
+        assert!(body.contains(part), "/readyz lacks {part:?}: {body}");
+    }
+    let log = w.stderr();
+    assert!(
+        log.contains("code=InvalidAccessKeyId.NotFound")
+            && log.contains("action=DeregisterManagedInstance")
+            && log.contains("source=environment"),
+        "the log line names code, action and source: {log}"
+    );
     // Let it go through at least one delayed redelivery while still refused.
     until("a retried refused call", T, || async {
         let reqs = env.requests().await;
@@ -554,4 +617,238 @@ async fn two_workers_compete_without_repeating_effects() {
     let d = env.deregistrations().await;
     assert_eq!(d.len(), N);
     assert_eq!(env.worker_connections().await.len(), 4, "two per worker");
+}
+
+/// SIGTERM while a command on its *last* retry stage waits out a backoff: the
+/// command goes back to its queue as it was (not failed, not dead-lettered,
+/// no stage used up) and completes after a restart (CONTRACT section 6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_last_stage_backoff_puts_the_command_back_unchanged() {
+    let env = Env::new(seed_instances(1)).await;
+    let extra = [
+        ("LIFECYCLE__RETRY__REDELIVERY_DELAYS", "1s"),
+        ("LIFECYCLE__RETRY__MAX_ELAPSED_MS", "60000"),
+        ("LIFECYCLE__RETRY__INITIAL_INTERVAL_MS", "20000"),
+        ("LIFECYCLE__RETRY__MAX_INTERVAL_MS", "20000"),
+    ];
+    let mut w = env.start_worker(&extra).await;
+    env.set_faults(json!({"fail_next": [{
+        "action": "DeregisterManagedInstance", "count": 1000,
+        "code": "InternalError", "status": 500
+    }]}))
+    .await;
+    let id = new_id("last-stage");
+    // One delayed redelivery already behind it: with one stage, this is its last chance.
+    let mut headers = FieldTable::default();
+    headers.insert("x-lifecycle-redeliveries".into(), AMQPValue::LongLongInt(1));
+    let props = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_headers(headers);
+    env.publish("decommission", &decommission(&id, &inst(0)), props)
+        .await;
+    until("the first attempt (now backing off 20 s)", T, || async {
+        (!dereg_calls(&env.requests().await).is_empty()).then_some(())
+    })
+    .await;
+    w.signal("-TERM");
+    assert_eq!(w.wait_exit(T).await, Some(0), "{}", w.stderr());
+    assert!(
+        env.events_of(&id).is_empty(),
+        "shutdown published nothing for it: {:#?}",
+        env.events_of(&id)
+    );
+    assert!(env.drain_queue("lifecycle.dead-letter").await.is_empty());
+    assert_eq!(
+        env.queue_len("lifecycle.retry.1s").await,
+        0,
+        "no stage used"
+    );
+    assert_eq!(
+        env.queue_len("lifecycle.decommission").await,
+        1,
+        "back on its queue"
+    );
+    // The API recovers; a new worker finishes it.
+    env.set_faults(json!({})).await;
+    let _w2 = env.start_worker(&extra).await;
+    let evs = env
+        .wait_for("completion", T, |e| completed(e, &id, "succeeded"))
+        .await;
+    assert_eq!(count(&evs, &id, "command.completed"), 1, "{evs:#?}");
+}
+
+/// The broker refuses a command's outcome (a full queue bound to the event
+/// exchange nacks every event): the worker reports not ready, publishes the
+/// same outcome again with growing pauses, never repeats the API call, and
+/// acknowledges once the broker takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_settlement_is_published_again_without_repeating_api_calls() {
+    let env = Env::new(seed_instances(1)).await;
+    let w = env.start_worker(&[]).await;
+    let blocker = new_id("full");
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongLongInt(0));
+    args.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    env.chan
+        .queue_declare(
+            blocker.as_str().into(),
+            QueueDeclareOptions::default(),
+            args,
+        )
+        .await
+        .expect("blocker queue");
+    env.chan
+        .queue_bind(
+            blocker.as_str().into(),
+            "lifecycle.events".into(),
+            "#".into(),
+            lapin::options::QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind");
+    let id = new_id("refused");
+    env.send_json("decommission", &decommission(&id, &inst(0)))
+        .await;
+    let body = w.wait_readyz(503, T).await;
+    assert!(body.contains("refuses command outcomes"), "{body}");
+    until("three republish attempts", T, || async {
+        (w.stderr().matches("publishing it again").count() >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(
+        dereg_calls(&env.requests().await).len(),
+        1,
+        "the API call is made once, however often its outcome is republished"
+    );
+    env.chan
+        .queue_delete(
+            blocker.as_str().into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await
+        .expect("unblock");
+    env.wait_for("completion", T, |e| completed(e, &id, "succeeded"))
+        .await;
+    w.wait_readyz(200, T).await;
+    assert_eq!(dereg_calls(&env.requests().await).len(), 1);
+}
+
+/// Dead letters of commands that fail for good (the API forbids the operation).
+async fn failed_commands(env: &Env, n: usize) -> Vec<String> {
+    env.set_faults(json!({"fail_next": [{
+        "action": "DeregisterManagedInstance", "count": 100_000,
+        "code": "Operation.Forbidden", "status": 403
+    }]}))
+    .await;
+    let ids: Vec<String> = (0..n).map(|i| new_id(&format!("dl{i}"))).collect();
+    for (i, id) in ids.iter().enumerate() {
+        env.send_json("decommission", &decommission(id, &inst(i)))
+            .await;
+    }
+    env.wait_for("failures", T, |e| {
+        ids.iter().all(|id| completed(e, id, "failed"))
+    })
+    .await;
+    until("all dead-lettered", T, || async {
+        (env.queue_len("lifecycle.dead-letter").await as usize >= n).then_some(())
+    })
+    .await;
+    ids
+}
+
+fn replayed_count(stderr: &str) -> Option<usize> {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_suffix(" dead letter(s) replayed"))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+/// `replay --limit N` replays at most N.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_limit_limits_replays() {
+    let env = Env::new(seed_instances(3)).await;
+    let w = env.start_worker(&[]).await;
+    failed_commands(&env, 3).await;
+    drop(w);
+    let (code, out, err) = env
+        .run_cli(&["dead-letters", "replay", "--limit", "1"])
+        .await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(replayed_count(&err), Some(1), "{err}");
+    assert_eq!(env.queue_len("lifecycle.dead-letter").await, 2);
+    assert_eq!(env.queue_len("lifecycle.decommission").await, 1);
+}
+
+/// Replaying while a worker runs and the cause is not fixed: each dead letter
+/// is replayed once and the run ends; the failures come back to the
+/// dead-letter queue for the next replay, not in a loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_that_fails_again_is_not_replayed_again_in_the_same_run() {
+    const N: usize = 30;
+    let env = Env::new(seed_instances(N)).await;
+    let _w = env.start_worker(&[]).await;
+    failed_commands(&env, N).await;
+    let (code, out, err) = tokio::time::timeout(
+        Duration::from_secs(60),
+        env.run_cli(&["dead-letters", "replay"]),
+    )
+    .await
+    .expect("the replay ends");
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(replayed_count(&err), Some(N), "each replayed once: {err}");
+    until("the replays failed again", T, || async {
+        (env.queue_len("lifecycle.dead-letter").await as usize == N).then_some(())
+    })
+    .await;
+}
+
+/// Someone deletes the event exchange by hand: the worker's next publish
+/// closes its publishing channel (404). The session is replaced, the topology
+/// declared again, and the command completes; nothing is stuck unacknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_exchange_deleted_by_hand_is_declared_again() {
+    let env = Env::new(seed_instances(1)).await;
+    let w = env.start_worker(&[]).await;
+    env.chan
+        .exchange_delete(
+            "lifecycle.events".into(),
+            lapin::options::ExchangeDeleteOptions::default(),
+        )
+        .await
+        .expect("delete the event exchange");
+    let id = new_id("no-exchange");
+    env.send_json("decommission", &decommission(&id, &inst(0)))
+        .await;
+    until("the exchange is declared again", T, || async {
+        let rows = env.list("exchanges", &["name"]).await;
+        rows.iter()
+            .any(|r| r[0] == "lifecycle.events")
+            .then_some(())
+    })
+    .await;
+    until(
+        "the command is deregistered and acknowledged",
+        T,
+        || async {
+            let done = env.deregistrations().await.get(&inst(0)) == Some(&json!(1));
+            let rows = env
+                .list(
+                    "queues",
+                    &["name", "messages_ready", "messages_unacknowledged"],
+                )
+                .await;
+            let empty = rows
+                .iter()
+                .any(|r| r[0] == "lifecycle.decommission" && r[1] == "0" && r[2] == "0");
+            (done && empty).then_some(())
+        },
+    )
+    .await;
+    w.wait_readyz(200, T).await;
+    let d = env.deregistrations().await;
+    assert_eq!(d.get(&inst(0)), Some(&json!(1)), "{d:?}");
 }

@@ -38,6 +38,9 @@ pub enum ConnectError {
     /// The broker refused or could not be reached.
     #[error(transparent)]
     Broker(#[from] lapin::Error),
+    /// The attempt (TCP, TLS, AMQP handshake) outlasted `amqp.connect_timeout_ms`.
+    #[error("no connection within amqp.connect_timeout_ms ({0} ms)")]
+    Timeout(u64),
 }
 
 fn read(key: &'static str, path: &str) -> Result<Vec<u8>, ConnectError> {
@@ -81,12 +84,18 @@ pub fn uri(amqp: &AmqpSettings) -> Result<AMQPUri, ConnectError> {
 }
 
 /// Connects with the configured URL and TLS material, naming the connection
-/// (operators find it in `rabbitmqctl list_connections`).
+/// (operators find it in `rabbitmqctl list_connections`), within
+/// `amqp.connect_timeout_ms`.
 pub async fn connect(amqp: &AmqpSettings, name: &str) -> Result<Connection, ConnectError> {
     let props = ConnectionProperties::default().with_connection_name(name.into());
     let runtime = lapin::runtime::default_runtime()?;
     let tls = tls_config(amqp)?;
-    Ok(Connection::connect_uri_with_config(uri(amqp)?, props, tls, runtime).await?)
+    let attempt = Connection::connect_uri_with_config(uri(amqp)?, props, tls, runtime);
+    let limit = std::time::Duration::from_millis(amqp.connect_timeout_ms);
+    match tokio::time::timeout(limit, attempt).await {
+        Ok(connection) => Ok(connection?),
+        Err(_) => Err(ConnectError::Timeout(amqp.connect_timeout_ms)),
+    }
 }
 
 #[cfg(test)]
@@ -109,6 +118,23 @@ mod tests {
         let named = uri(&amqp("amqp://u:p@broker:5672/v?frame_max=131072")).expect("parses");
         assert_eq!(named.query.frame_max, Some(131_072));
         assert_eq!(named.vhost, "v");
+    }
+
+    /// A listener that accepts TCP and never speaks AMQP: lapin alone would
+    /// wait forever; the attempt ends at `amqp.connect_timeout_ms`.
+    #[tokio::test]
+    async fn a_silent_broker_times_out() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = silent.local_addr().expect("addr").port();
+        let mut amqp = amqp(&format!("amqp://guest:guest@127.0.0.1:{port}/%2f"));
+        amqp.connect_timeout_ms = 300;
+        let started = std::time::Instant::now();
+        let e = connect(&amqp, "test").await.err();
+        assert!(matches!(e, Some(ConnectError::Timeout(300))), "{e:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        drop(silent);
     }
 
     #[test]

@@ -100,23 +100,22 @@ impl Publisher {
     /// order (the broker's order: the terminal event last), before any is
     /// awaited. The batch then costs one pass of the I/O loop, not one per
     /// message.
-    pub async fn publish_all(&self, mut batch: Vec<Outgoing>) -> Result<Published, PublishError> {
-        let properties: Vec<BasicProperties> = batch
-            .iter_mut()
-            .map(|m| std::mem::take(&mut m.properties))
-            .collect();
+    ///
+    /// The batch is borrowed, so a settlement the broker refused can be
+    /// published again as it was (same event ids) without redoing its work.
+    pub async fn publish_all(&self, batch: &[Outgoing]) -> Result<Published, PublishError> {
         let options = BasicPublishOptions {
             mandatory: true,
             ..BasicPublishOptions::default()
         };
         let mut sends = Vec::with_capacity(batch.len());
-        for (m, properties) in batch.iter().zip(properties) {
+        for m in batch {
             let mut send = Box::pin(self.channel.basic_publish(
                 m.exchange.as_str().into(),
                 m.routing_key.as_str().into(),
                 options,
                 &m.body,
-                properties,
+                m.properties.clone(),
             ));
             let done = send.as_mut().now_or_never();
             sends.push((send, done));
@@ -130,13 +129,9 @@ impl Publisher {
         }
         let mut published = Published::default();
         let mut first_error = None;
-        for (m, confirm) in batch.into_iter().zip(confirms) {
-            let Outgoing {
-                exchange,
-                routing_key,
-                routing,
-                ..
-            } = m;
+        for (m, confirm) in batch.iter().zip(confirms) {
+            let (exchange, routing_key) = (m.exchange.clone(), m.routing_key.clone());
+            let routing = m.routing;
             let result = match confirm.await? {
                 Confirmation::Ack(None) => Ok(()),
                 Confirmation::Ack(Some(_)) => match routing {

@@ -11,7 +11,7 @@
 //! expiry in FIFO order.
 
 use crate::command::CommandKind;
-use crate::settings::{QueueType, Settings, TopologySettings, lists::format_duration};
+use crate::settings::{Delays, QueueType, Settings, TopologySettings, lists::format_duration};
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, ExchangeKind};
@@ -24,8 +24,8 @@ pub struct Topology {
     pub names: TopologySettings,
     /// Quorum or classic for the command, retry and dead-letter queues.
     pub queue_type: QueueType,
-    /// Retry delays, in order.
-    pub delays: Vec<Duration>,
+    /// Retry delays, in order (at least one).
+    pub delays: Delays,
 }
 
 /// A delayed-retry stage: where to publish and how long it waits.
@@ -43,7 +43,7 @@ impl Topology {
         Self {
             names: settings.topology.clone(),
             queue_type: settings.amqp.queue_type,
-            delays: settings.retry.redelivery_delays.0.clone(),
+            delays: settings.retry.redelivery_delays.clone(),
         }
     }
 
@@ -65,22 +65,26 @@ impl Topology {
     /// The retry stages, in order.
     pub fn stages(&self) -> Vec<RetryStage> {
         self.delays
+            .as_slice()
             .iter()
-            .map(|d| RetryStage {
-                name: format!("{}.{}", self.names.retry_queue_prefix, format_duration(*d)),
-                delay: *d,
-            })
+            .map(|d| self.stage_of(*d))
             .collect()
     }
 
-    /// The stage for the n-th redelivery (0-based), staying on the last one.
-    pub fn stage(&self, redeliveries: u32) -> Option<RetryStage> {
-        let stages = self.stages();
-        let last = stages.len().checked_sub(1)?;
-        let index = usize::try_from(redeliveries)
-            .unwrap_or(usize::MAX)
-            .min(last);
-        stages.into_iter().nth(index)
+    /// Retry stage `index` (0-based; past the last, the last: there always is one).
+    pub fn stage(&self, index: usize) -> RetryStage {
+        self.stage_of(self.delays.get_clamped(index))
+    }
+
+    fn stage_of(&self, delay: Duration) -> RetryStage {
+        RetryStage {
+            name: format!(
+                "{}.{}",
+                self.names.retry_queue_prefix,
+                format_duration(delay)
+            ),
+            delay,
+        }
     }
 
     fn queue_args(&self) -> FieldTable {

@@ -5,12 +5,19 @@
 //! lost (RabbitMQ may then reorder them). Replay publishes a confirmed copy to
 //! the source queue, without the dead-letter headers, before acknowledging
 //! the dead letter: a crash in between duplicates, never loses.
+//!
+//! Both look only at the dead letters that were there when they started
+//! (the queue's depth then): a replayed command that fails again while a
+//! worker runs comes back to the dead-letter queue behind them and is not
+//! replayed again in the same run. `--limit` bounds what is listed, or what is
+//! replayed.
 
 use crate::broker::publisher::{Outgoing, Publisher, Routing};
 use crate::settings::Settings;
-use crate::worker::messages;
+use crate::settlement::messages;
 use anyhow::Context;
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
 use serde_json::json;
 
 /// `dead-letters` subcommands.
@@ -57,9 +64,24 @@ pub async fn run(settings: &Settings, command: DeadLetterCommand) -> anyhow::Res
         DeadLetterCommand::Replay { id, limit } => (*limit, id.clone()),
     };
     let replay = matches!(command, DeadLetterCommand::Replay { .. });
+    // The depth now: later arrivals (a replay failing again) are not this run's.
+    let depth = channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("the dead-letter queue {queue}"))?
+        .message_count();
     let mut seen = Vec::new();
     let mut replayed = 0usize;
-    while seen.len() < limit {
+    let mut taken = 0u32;
+    while taken < depth && (if replay { replayed } else { seen.len() }) < limit {
+        taken += 1;
         let Some(message) = channel
             .basic_get(queue.into(), BasicGetOptions { no_ack: false })
             .await?
@@ -94,7 +116,7 @@ pub async fn run(settings: &Settings, command: DeadLetterCommand) -> anyhow::Res
             continue;
         };
         publisher
-            .publish_all(vec![Outgoing {
+            .publish_all(&[Outgoing {
                 exchange: String::new(),
                 routing_key: source.clone(),
                 body: delivery.data.clone(),

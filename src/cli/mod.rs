@@ -1,9 +1,11 @@
-//! The command line: `run`, `simulate`, `send`, `dead-letters`, `events`.
+//! The command line: `run`, `check`, `simulate`, `send`, `dead-letters`, `events`.
 //!
 //! `main.rs` only parses and maps errors to exit codes; what each subcommand
 //! does lives here, so it can be called from tests too.
 
 pub mod bulk;
+pub mod check;
+pub mod cloud;
 pub mod dead_letters;
 pub mod events;
 pub mod output;
@@ -45,6 +47,13 @@ pub enum Command {
         /// What to send.
         #[command(flatten)]
         args: send::SendArgs,
+    },
+    /// Preflight: broker and topology, then a signed read-only call per
+    /// allowed region and per mapped account; exit 0 only when all pass.
+    Check {
+        /// Extra config files layered over the defaults, in order (as `run`).
+        #[arg(long = "config")]
+        config: Vec<PathBuf>,
     },
     /// List or replay dead letters.
     DeadLetters {

@@ -265,7 +265,7 @@ pub async fn run(settings: &Settings, args: SendArgs) -> anyhow::Result<SendEnd>
         replies = Some((channel, consumer));
     }
     publisher
-        .publish_all(vec![Outgoing {
+        .publish_all(&[Outgoing {
             exchange: settings.topology.command_exchange.clone(),
             routing_key: kind.clone(),
             body,

@@ -11,7 +11,7 @@
 
 use super::Credentials;
 use super::sts::Session;
-use crate::ecs::error::ApiError;
+use crate::domain::error::ApiError;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,9 +48,25 @@ struct Cached {
     obtained_at: OffsetDateTime,
 }
 
+#[derive(Debug, Default)]
+struct Slot {
+    cached: Option<Cached>,
+    /// Fetches finished so far; a caller that waited through one knows
+    /// whether it can reuse its result.
+    fetches: u64,
+    /// The last fetch's failure, shared with those who waited for it.
+    failure: Option<ApiError>,
+}
+
 /// One cached session, renewed ahead of expiry, one renewal at a time.
+///
+/// Callers that wait while a renewal runs reuse its result, its failure
+/// included: when STS is slow or refusing, a burst of commands is one STS
+/// call, not one call each in turn behind the lock.
 pub struct SessionCache {
-    slot: tokio::sync::Mutex<Option<Cached>>,
+    slot: tokio::sync::Mutex<Slot>,
+    /// Fetches started, read before waiting for the lock.
+    started: std::sync::atomic::AtomicU64,
     clock: Clock,
 }
 
@@ -58,7 +74,8 @@ impl SessionCache {
     /// An empty cache reading time from `clock`.
     pub fn new(clock: Clock) -> Self {
         Self {
-            slot: tokio::sync::Mutex::new(None),
+            slot: tokio::sync::Mutex::new(Slot::default()),
+            started: std::sync::atomic::AtomicU64::new(0),
             clock,
         }
     }
@@ -69,32 +86,57 @@ impl SessionCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Session, ApiError>>,
     {
+        use std::sync::atomic::Ordering;
+        let seen = self.started.load(Ordering::Acquire);
         // Held across the fetch: concurrent callers wait and then reuse its result.
         let mut slot = self.slot.lock().await;
         let now = (self.clock)();
         if let Some(c) = slot
+            .cached
             .as_ref()
             .filter(|c| !needs_renewal(c.obtained_at, c.session.expires_at, now))
         {
             return Ok(c.session.credentials.clone());
         }
-        match fetch().await {
+        // A fetch started after we arrived failed while we waited: its answer is ours.
+        if slot.fetches > seen
+            && let Some(e) = &slot.failure
+        {
+            return valid_or(slot.cached.as_ref(), now, e.clone());
+        }
+        self.started.fetch_add(1, Ordering::AcqRel);
+        let result = fetch().await;
+        slot.fetches += 1;
+        match result {
             Ok(session) => {
                 let credentials = session.credentials.clone();
-                *slot = Some(Cached {
+                slot.cached = Some(Cached {
                     session,
                     obtained_at: now,
                 });
+                slot.failure = None;
                 Ok(credentials)
             }
-            Err(e) => match slot.as_ref().filter(|c| c.session.expires_at > now) {
-                Some(c) => {
-                    warn!(error = %e, "renewing temporary credentials failed; the current ones are still valid");
-                    Ok(c.session.credentials.clone())
-                }
-                None => Err(e),
-            },
+            Err(e) => {
+                slot.failure = Some(e.clone());
+                valid_or(slot.cached.as_ref(), now, e)
+            }
         }
+    }
+}
+
+/// The cached credentials while they have not expired, else the failure.
+fn valid_or(
+    cached: Option<&Cached>,
+    now: OffsetDateTime,
+    e: ApiError,
+) -> Result<Credentials, ApiError> {
+    match cached.filter(|c| c.session.expires_at > now) {
+        Some(c) => {
+            warn!(error = %e, "renewing temporary credentials failed; the current ones are still valid");
+            Ok(c.session.credentials.clone())
+        }
+        None => Err(e),
     }
 }
 
@@ -124,6 +166,55 @@ mod tests {
             credentials: Credentials::static_key(format!("STS.{n}"), "s"),
             expires_at,
         }
+    }
+
+    /// Many callers arrive while STS hangs and then fails: one STS call, and
+    /// every waiter gets its failure at once instead of calling STS in turn.
+    #[tokio::test(start_paused = true)]
+    async fn waiters_share_a_failed_renewal() {
+        let cache = Arc::new(SessionCache::new(system_clock()));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..10 {
+            let cache = Arc::clone(&cache);
+            let fetches = Arc::clone(&fetches);
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get(|| async move {
+                        fetches.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_secs(10)).await;
+                        Err::<Session, _>(ApiError::Credentials {
+                            message: "STS timed out".into(),
+                            code: Some("Transport.Timeout".into()),
+                        })
+                    })
+                    .await
+            }));
+        }
+        let started = tokio::time::Instant::now();
+        for t in tasks {
+            assert!(t.await.expect("joins").is_err());
+        }
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            1,
+            "one STS call for the burst"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(11),
+            "{:?}",
+            started.elapsed()
+        );
+        // A caller arriving afterwards tries again.
+        let again = cache
+            .get(|| async {
+                Ok(session(
+                    9,
+                    OffsetDateTime::now_utc() + time::Duration::hours(1),
+                ))
+            })
+            .await;
+        assert!(again.is_ok());
     }
 
     #[tokio::test]

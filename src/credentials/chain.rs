@@ -27,7 +27,7 @@ use super::oidc::Oidc;
 use super::profile::{FileProfile, Format, ini_paths};
 use super::provider::{Fixed, Provider};
 use super::sts::{RoleRequest, SESSION_NAME, SESSION_SECONDS, StsClient};
-use crate::ecs::error::ApiError;
+use crate::domain::error::ApiError;
 use crate::secret::Secret;
 use crate::settings::Settings;
 use futures::future::BoxFuture;

@@ -11,7 +11,7 @@ use super::Credentials;
 use super::cache::{Clock, SessionCache};
 use super::provider::Provider;
 use super::sts::StsClient;
-use crate::ecs::error::ApiError;
+use crate::domain::error::ApiError;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
@@ -46,6 +46,15 @@ impl Identities {
             sts,
             slots: Mutex::new(HashMap::new()),
             clock: Arc::new(clock),
+        }
+    }
+
+    /// Where a command's credentials come from, for an operator (never a
+    /// secret): the worker's own source, or the account's role assumed with it.
+    pub fn source(&self, account: Option<&str>) -> String {
+        match account.and_then(|a| self.roles.get(a)) {
+            Some(role) => format!("role {role} assumed with {}", self.base.name()),
+            None => self.base.name().to_owned(),
         }
     }
 

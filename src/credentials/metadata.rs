@@ -6,7 +6,7 @@ use super::Credentials;
 use super::cache::{Clock, SessionCache};
 use super::provider::Provider;
 use super::sts::Session;
-use crate::ecs::error::ApiError;
+use crate::domain::error::ApiError;
 use crate::secret::Secret;
 use futures::future::BoxFuture;
 use serde::Deserialize;

@@ -5,7 +5,7 @@ use super::Credentials;
 use super::cache::{Clock, SessionCache};
 use super::provider::Provider;
 use super::sts::{RoleRequest, Session, StsClient, as_credential_error};
-use crate::ecs::error::ApiError;
+use crate::domain::error::ApiError;
 use crate::secret::Secret;
 use futures::future::BoxFuture;
 use std::path::PathBuf;

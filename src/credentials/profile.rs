@@ -11,7 +11,7 @@ use super::chain::Sources;
 use super::oidc::{Oidc, RamRoleArn};
 use super::provider::{Fixed, Provider};
 use super::sts::{RoleRequest, SESSION_NAME, SESSION_SECONDS};
-use crate::ecs::error::ApiError;
+use crate::domain::error::ApiError;
 use crate::secret::Secret;
 use futures::future::BoxFuture;
 use serde::Deserialize;

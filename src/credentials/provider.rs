@@ -6,7 +6,7 @@
 //! list of providers tried in order.
 
 use super::Credentials;
-use crate::ecs::error::ApiError;
+use crate::domain::error::ApiError;
 use futures::future::BoxFuture;
 
 /// A source of the worker's own credentials.

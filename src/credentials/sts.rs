@@ -2,7 +2,7 @@
 //! worker's own credentials (which may themselves be temporary: role chaining).
 
 use super::Credentials;
-use crate::ecs::error::ApiError;
+use crate::domain::error::ApiError;
 use crate::ecs::sign::SignatureVersion;
 use crate::ecs::transport::{Answer, ApiHost, SignedCall};
 use crate::secret::Secret;

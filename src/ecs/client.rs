@@ -5,21 +5,19 @@
 //! timestamp), which calling [`EcsClient::call`] again does.
 
 use super::endpoint::Endpoint;
-use super::error::{ApiAction, ApiError, TransportKind};
 use super::model::{
-    Activation, DeleteActivationResponse, DeregisterManagedInstanceResponse,
-    DescribeActivationsResponse, DescribeManagedInstancesResponse, DisableActivationResponse,
-    ManagedInstance,
+    DeleteActivationResponse, DeregisterManagedInstanceResponse, DescribeActivationsResponse,
+    DescribeManagedInstancesResponse, DisableActivationResponse,
 };
-use super::rate_limit::RateLimiter;
 use super::sign::SignatureVersion;
 use super::transport::Answer;
 use super::transport::SignedCall;
 pub use super::transport::{Timeouts, http_client};
 use crate::command::{InstanceId, RegionId};
 use crate::credentials::Credentials;
-use crate::playbook::{Called, Cloud, InstanceFilter, InstancePage};
-use std::sync::Arc;
+use crate::domain::cloud::{Called, Cloud, InstanceFilter, InstancePage};
+use crate::domain::error::{ApiAction, ApiError, TransportKind};
+use crate::domain::resource::{Activation, ManagedInstance};
 
 /// The API version every call uses.
 pub const API_VERSION: &str = "2014-05-26";
@@ -37,7 +35,6 @@ pub struct EcsClient {
     http: reqwest::Client,
     endpoint: Endpoint,
     signature: SignatureVersion,
-    limiter: Option<Arc<RateLimiter>>,
 }
 
 impl EcsClient {
@@ -51,14 +48,7 @@ impl EcsClient {
             http: http_client(timeouts)?,
             endpoint,
             signature,
-            limiter: None,
         })
-    }
-
-    /// Paces every attempt through `limiter` (per region).
-    pub fn with_rate_limit(mut self, limiter: Arc<RateLimiter>) -> Self {
-        self.limiter = Some(limiter);
-        self
     }
 
     /// One signed attempt of `action` in `region`, decoded into `T`.
@@ -70,9 +60,6 @@ impl EcsClient {
         mut params: Vec<(String, String)>,
         traceparent: Option<&str>,
     ) -> Result<(T, Option<String>), ApiError> {
-        if let Some(limiter) = &self.limiter {
-            limiter.acquire(region).await;
-        }
         params.push(("RegionId".into(), region.to_owned()));
         let api = self
             .endpoint
@@ -93,6 +80,25 @@ impl EcsClient {
         }
         .send()
         .await
+    }
+
+    /// The preflight's read-only call (`check`): `DescribeManagedInstances`
+    /// with `MaxResults` 1, one attempt, no retry. Returns the RequestId.
+    pub async fn probe(
+        &self,
+        credentials: &Credentials,
+        region: &str,
+    ) -> Result<Option<String>, ApiError> {
+        let (_, request_id): (DescribeManagedInstancesResponse, _) = self
+            .call(
+                credentials,
+                ApiAction::DescribeManagedInstances,
+                region,
+                vec![p("MaxResults", "1")],
+                None,
+            )
+            .await?;
+        Ok(request_id)
     }
 
     /// The client as one command sees it: its identity and its trace context.

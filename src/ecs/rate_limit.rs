@@ -50,12 +50,22 @@ impl RateLimiter {
 
     /// Takes a token for `region`, waiting if needed; returns the time waited.
     pub async fn acquire(&self, region: &str) -> Duration {
-        let wait = self.reserve(region, Instant::now());
+        let wait = self.admit(region);
         if !wait.is_zero() {
-            if let Some(observe) = &self.on_wait {
-                observe(wait);
-            }
             tokio::time::sleep(wait).await;
+        }
+        wait
+    }
+
+    /// Takes a token for `region` now and says how long the caller must wait
+    /// before calling (zero: at once), so the caller can wait its own way
+    /// (lending its concurrency slot, giving up on shutdown).
+    pub fn admit(&self, region: &str) -> Duration {
+        let wait = self.reserve(region, Instant::now());
+        if !wait.is_zero()
+            && let Some(observe) = &self.on_wait
+        {
+            observe(wait);
         }
         wait
     }

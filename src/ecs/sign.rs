@@ -1,9 +1,11 @@
 //! Both Alibaba Cloud request signatures: `ACS3-HMAC-SHA256` and the RPC `HMAC-SHA1`.
 //!
-//! One module signs (for the ECS client) and verifies (for the simulator) so the two
-//! can never disagree about canonicalization: the simulator accepting a request is
-//! evidence the client signs it the way the real service expects, and the official
-//! SDK's vectors in `tests/fixtures/signatures.json` pin both to the real thing.
+//! One module signs (for the ECS and STS clients) and verifies (for the simulator),
+//! so the simulator accepting a request proves only that the two agree, not that
+//! the service would accept it. What pins the signer to the real thing is code the
+//! team did not write: the official SDK's vectors in `tests/fixtures/signatures.json`
+//! (every step reproduced), and `tests/wire/`, where the official SDK's own
+//! canonicalisation verifies the worker's real requests as raw bytes.
 //!
 //! Every step (encoding, canonical query, canonical request, string-to-sign,
 //! signature) is a public pure function so tests can check each one separately.

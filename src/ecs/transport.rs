@@ -3,11 +3,12 @@
 //! into a value or a typed [`ApiError`] (envelope, `x-acs-retry-after`,
 //! transport failures without the signed URL).
 
-use super::error::{ApiError, TransportKind};
 use super::model::ErrorEnvelope;
 use super::sign::{self, SignatureVersion, SigningInput};
 use crate::credentials::Credentials;
+use crate::domain::error::{ApiError, TransportKind};
 use reqwest::Url;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 
@@ -118,18 +119,10 @@ impl SignedCall<'_> {
                 extra_signed_headers: &accept,
             },
         );
-        let mut request = self
-            .http
-            .post(self.api.url(&signed.query))
-            .header("accept", "application/json");
-        for (name, value) in &signed.headers {
-            request = request.header(name.as_str(), value.as_str());
-        }
         // With OTel on, the request names the current (attempt) span as parent.
         let current = crate::telemetry::current_traceparent();
-        if let Some(tp) = current.as_deref().or(self.traceparent) {
-            request = request.header("traceparent", tp);
-        }
+        let headers = header_map(&signed.headers, current.as_deref().or(self.traceparent))?;
+        let request = self.http.post(self.api.url(&signed.query)).headers(headers);
         let span = tracing::Span::current();
         span.record("server.address", self.api.host());
         if let Some((_, region)) = self.params.iter().find(|(k, _)| k == "RegionId") {
@@ -149,6 +142,40 @@ impl SignedCall<'_> {
         }
         answer
     }
+}
+
+/// The request's header fields: exactly the signer's (ACS3 signs every one of
+/// them but `authorization`), plus the unsigned `traceparent`.
+///
+/// Each name goes in once, by `insert`: a server joins repeated field lines
+/// into one value (RFC 9110 section 5.3), which is not the value that was
+/// signed, so a second line of a signed header fails the signature
+/// (CONTRACT section 4). A repeated name from the signer is a bug, reported
+/// rather than sent. A value that cannot be a header (a control character in
+/// a security token) is reported by name only: the value may be a secret.
+fn header_map(
+    signed: &[(String, String)],
+    traceparent: Option<&str>,
+) -> Result<HeaderMap, ApiError> {
+    let mut map = HeaderMap::with_capacity(signed.len() + 1);
+    let unsendable = |name: &str, why: &str| ApiError::Transport {
+        kind: TransportKind::Other,
+        message: format!("request header {name:?} {why}"),
+    };
+    let fields = signed
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain(traceparent.map(|tp| ("traceparent", tp)));
+    for (name, value) in fields {
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| unsendable(name, "is not a valid field name"))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| unsendable(name, "has a value that cannot be sent in a header"))?;
+        if map.insert(header, value).is_some() {
+            return Err(unsendable(name, "would be sent twice"));
+        }
+    }
+    Ok(map)
 }
 
 fn request_id_of_header(headers: &reqwest::header::HeaderMap) -> Option<String> {

@@ -12,12 +12,10 @@
 //!   derived from command_id and instance id, since one token reused with
 //!   other parameters is refused by the API.
 
-use super::{
-    Cloud, End, InstanceFilter, Interrupted, Report, Run, StepRecord, StepResult, overall,
-};
+use super::{Called, Cloud, InstanceFilter, Report, Run, StepRecord, StepResult, Stopped};
 use crate::command::{Command, Decommission, InstanceId, Target, client_token};
-use crate::ecs::error::ApiAction;
-use crate::ecs::model::ManagedInstance;
+use crate::domain::error::ApiAction;
+use crate::domain::resource::ManagedInstance;
 use crate::event::{Event, EventError, EventType, Outcome};
 
 /// The step name of target resolution in `command.completed`.
@@ -25,16 +23,11 @@ pub const RESOLVE: &str = "Resolve";
 
 /// Carries out a decommission command.
 pub async fn run<C: Cloud>(mut run: Run<'_, C>, order: &Decommission) -> Report {
-    match execute(&mut run, order).await {
-        Ok(()) => {
-            let outcome = overall(run.command.dry_run, &run.steps);
-            run.finish(End::Completed(outcome))
-        }
-        Err(Interrupted(end)) => run.finish(end),
-    }
+    let result = execute(&mut run, order).await;
+    run.conclude(result)
 }
 
-async fn execute<C: Cloud>(run: &mut Run<'_, C>, order: &Decommission) -> Result<(), Interrupted> {
+async fn execute<C: Cloud>(run: &mut Run<'_, C>, order: &Decommission) -> Result<(), Stopped> {
     let command = run.command;
     let targets: Vec<(InstanceId, Option<ManagedInstance>)> = match &order.target {
         Target::InstanceId(id) if !command.dry_run => vec![(id.clone(), None)],
@@ -125,6 +118,12 @@ async fn execute<C: Cloud>(run: &mut Run<'_, C>, order: &Decommission) -> Result
             targets
         }
     };
+    // The resolved instances' locks (not the selector's: a hostname and an
+    // instance id of one host are one target), held until settled.
+    if !command.dry_run {
+        run.lock(targets.iter().map(|(id, _)| instance_lock(id)))
+            .await?;
+    }
     let single = targets.len() == 1;
     for (id, described) in targets {
         let token = if single {
@@ -144,7 +143,7 @@ pub async fn deregister<C: Cloud>(
     id: &InstanceId,
     described: Option<ManagedInstance>,
     token: &str,
-) -> Result<Outcome, Interrupted> {
+) -> Result<Outcome, Stopped> {
     let command: &Command = run.command;
     if !run.limits.allows_instance(id.as_str()) {
         let error = EventError::own(
@@ -202,7 +201,10 @@ pub async fn deregister<C: Cloud>(
         })
         .await?;
     let (event, outcome, request_id, error) = match result {
-        StepResult::Done(instance, request_id) => (
+        StepResult::Done(Called {
+            value: instance,
+            request_id,
+        }) => (
             Event::for_command(command, EventType::InstanceDeregistered, Outcome::Succeeded)
                 .with("instance", instance.unwrap_or_else(fallback)),
             Outcome::Succeeded,
@@ -250,6 +252,11 @@ pub async fn deregister<C: Cloud>(
         error,
     });
     Ok(outcome)
+}
+
+/// The lock key of an instance (see [`crate::locks`]).
+pub fn instance_lock(id: &InstanceId) -> String {
+    format!("instance:{id}")
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
 //! A scripted in-memory cloud for playbook tests: a small world of instances
 //! and activation codes with the API's semantics, plus queued failures.
 
-use super::{Called, Cloud, InstanceFilter, InstancePage};
 use crate::command::{InstanceId, RegionId};
-use crate::ecs::error::{ApiAction, ApiError};
-use crate::ecs::model::{Activation, ManagedInstance};
+use crate::domain::cloud::{Called, Cloud, InstanceFilter, InstancePage};
+use crate::domain::error::{ApiAction, ApiError};
+use crate::domain::resource::{Activation, ManagedInstance};
 use crate::retry::{NoObserver, Retrier, RetryBudget, RetryPolicy};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -67,6 +67,8 @@ pub fn retrier() -> Retrier {
         budget: RetryBudget::new(500),
         shutdown: CancellationToken::new(),
         observer: Arc::new(NoObserver),
+        stages: std::num::NonZeroUsize::new(3).unwrap_or(std::num::NonZeroUsize::MIN),
+        limiter: None,
     }
 }
 

@@ -13,13 +13,11 @@
 //! has its own event and line in `command.completed`. A failed disable does not
 //! stop the exposure report (the operator needs it most then).
 
-use super::decommission::deregister;
-use super::{
-    Cloud, End, InstanceFilter, Interrupted, Report, Run, StepRecord, StepResult, overall,
-};
+use super::decommission::{deregister, instance_lock};
+use super::{Called, Cloud, InstanceFilter, Report, Run, StepRecord, StepResult, Stopped};
 use crate::command::{InstanceId, LeakAlert, Quarantine, client_token};
-use crate::ecs::error::{ApiAction, ApiError};
-use crate::ecs::model::{Activation, ManagedInstance};
+use crate::domain::error::{ApiAction, ApiError};
+use crate::domain::resource::{Activation, ManagedInstance};
 use crate::event::{Event, EventError, EventType, Outcome};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -27,13 +25,8 @@ use time::format_description::well_known::Rfc3339;
 
 /// Carries out a leak-alert command.
 pub async fn run<C: Cloud>(mut run: Run<'_, C>, alert: &LeakAlert) -> Report {
-    match execute(&mut run, alert).await {
-        Ok(()) => {
-            let outcome = overall(run.command.dry_run, &run.steps);
-            run.finish(End::Completed(outcome))
-        }
-        Err(Interrupted(end)) => run.finish(end),
-    }
+    let result = execute(&mut run, alert).await;
+    run.conclude(result)
 }
 
 /// One instance in the exposure report.
@@ -46,7 +39,11 @@ struct Exposed {
     quarantine: &'static str,
 }
 
-async fn execute<C: Cloud>(run: &mut Run<'_, C>, alert: &LeakAlert) -> Result<(), Interrupted> {
+async fn execute<C: Cloud>(run: &mut Run<'_, C>, alert: &LeakAlert) -> Result<(), Stopped> {
+    if !run.command.dry_run {
+        run.lock([format!("activation:{}", activation_id(alert))])
+            .await?;
+    }
     let activation = disable(run, alert).await?;
     if let Some(activation) = &activation {
         delete(run, alert, activation).await?;
@@ -62,7 +59,7 @@ fn activation_id(alert: &LeakAlert) -> &str {
 async fn disable<C: Cloud>(
     run: &mut Run<'_, C>,
     alert: &LeakAlert,
-) -> Result<Option<Activation>, Interrupted> {
+) -> Result<Option<Activation>, Stopped> {
     let command = run.command;
     let (cloud, region, id) = (run.cloud, &command.region, activation_id(alert));
     let (action, result, attempts) = if command.dry_run {
@@ -73,7 +70,10 @@ async fn disable<C: Cloud>(
             .await?;
         // A code that does not exist would make DisableActivation fail with 404.
         let r = match r {
-            StepResult::Done(None, request_id) => StepResult::Failed(ApiError::Api {
+            StepResult::Done(Called {
+                value: None,
+                request_id,
+            }) => StepResult::Failed(ApiError::Api {
                 http_status: 404,
                 code: "ActivationId.NotFound".into(),
                 message: "the activation code does not exist".into(),
@@ -98,7 +98,10 @@ async fn disable<C: Cloud>(
         Outcome::Succeeded
     };
     match result {
-        StepResult::Done(activation, request_id) => {
+        StepResult::Done(Called {
+            value: activation,
+            request_id,
+        }) => {
             let activation = activation.unwrap_or_else(|| Activation::with_id(id));
             run.events.push(
                 Event::for_command(command, EventType::ActivationDisabled, ok_outcome)
@@ -135,7 +138,7 @@ async fn delete<C: Cloud>(
     run: &mut Run<'_, C>,
     alert: &LeakAlert,
     activation: &Activation,
-) -> Result<(), Interrupted> {
+) -> Result<(), Stopped> {
     let command = run.command;
     let id = activation_id(alert);
     let step = ApiAction::DeleteActivation.as_str();
@@ -175,7 +178,10 @@ async fn delete<C: Cloud>(
         })
         .await?;
     let (event, outcome, request_id, error) = match result {
-        StepResult::Done(deleted, request_id) => (
+        StepResult::Done(Called {
+            value: deleted,
+            request_id,
+        }) => (
             Event::for_command(command, EventType::ActivationDeleted, Outcome::Succeeded)
                 .with("activation", deleted.unwrap_or_else(|| activation.clone())),
             Outcome::Succeeded,
@@ -208,7 +214,7 @@ async fn delete<C: Cloud>(
 }
 
 /// Steps 3 to 5.
-async fn exposure<C: Cloud>(run: &mut Run<'_, C>, alert: &LeakAlert) -> Result<(), Interrupted> {
+async fn exposure<C: Cloud>(run: &mut Run<'_, C>, alert: &LeakAlert) -> Result<(), Stopped> {
     let command = run.command;
     let id = activation_id(alert);
     let filter = InstanceFilter::ActivationId(id.to_owned());
@@ -277,6 +283,12 @@ async fn exposure<C: Cloud>(run: &mut Run<'_, C>, alert: &LeakAlert) -> Result<(
                 ),
             )),
         });
+    }
+    if !refused && !command.dry_run {
+        let quarantined = instances.iter().filter(|i| wanted(i));
+        let ids = quarantined.filter_map(|i| InstanceId::parse(&i.instance_id).ok());
+        run.lock(ids.map(|id| instance_lock(&id)).collect::<Vec<_>>())
+            .await?;
     }
     let mut report = Vec::with_capacity(instances.len());
     for instance in instances {

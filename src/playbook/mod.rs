@@ -14,86 +14,19 @@
 pub mod decommission;
 pub mod leak_alert;
 
-use crate::command::{Command, InstanceId, RegionId};
-use crate::ecs::error::{ApiAction, ApiError};
-use crate::ecs::model::{Activation, ManagedInstance};
+use crate::command::Command;
+use crate::decision::{Counters, interrupted};
+use crate::domain::cloud::{Called, Cloud, InstanceFilter};
+use crate::domain::error::{ApiAction, ApiError};
+use crate::domain::resource::{Activation, ManagedInstance};
 use crate::event::{Event, EventError, EventType, Outcome};
 use crate::limits::Limits;
-use crate::retry::{Retrier, StepEnd};
+use crate::locks::{KeyedLocks, TargetGuard};
+use crate::retry::{Retrier, StepResult, Stopped};
 use crate::slot::Slot;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::future::Future;
-
-/// A successful call's value and the RequestId that produced it.
-#[derive(Debug, Clone)]
-pub struct Called<T> {
-    /// What the API returned.
-    pub value: T,
-    /// The API's RequestId.
-    pub request_id: Option<String>,
-}
-
-/// A filter for DescribeManagedInstances (one of them, or none for "all in region").
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InstanceFilter {
-    /// Every managed instance in the region (hostname resolution pages through these).
-    All,
-    /// `InstanceId.1`.
-    InstanceId(String),
-    /// `MachineId`.
-    MachineId(String),
-    /// `InstanceIp` (intranet or internet).
-    InstanceIp(String),
-    /// `ActivationId`.
-    ActivationId(String),
-}
-
-/// One page of DescribeManagedInstances.
-#[derive(Debug, Clone, Default)]
-pub struct InstancePage {
-    /// The instances on this page.
-    pub instances: Vec<ManagedInstance>,
-    /// Where the next page starts; `None` at the end.
-    pub next_token: Option<String>,
-}
-
-/// The ECS calls the playbooks make; one attempt each (retries are the
-/// [`Retrier`]'s job). Implemented by the HTTP client and by test fakes.
-pub trait Cloud: Send + Sync {
-    /// DeregisterManagedInstance with a ClientToken.
-    fn deregister(
-        &self,
-        region: &RegionId,
-        instance: &InstanceId,
-        client_token: &str,
-    ) -> impl Future<Output = Result<Called<Option<ManagedInstance>>, ApiError>> + Send;
-    /// DisableActivation.
-    fn disable_activation(
-        &self,
-        region: &RegionId,
-        activation_id: &str,
-    ) -> impl Future<Output = Result<Called<Option<Activation>>, ApiError>> + Send;
-    /// DeleteActivation.
-    fn delete_activation(
-        &self,
-        region: &RegionId,
-        activation_id: &str,
-    ) -> impl Future<Output = Result<Called<Option<Activation>>, ApiError>> + Send;
-    /// DescribeActivations for one id (read-only, for dry runs).
-    fn describe_activation(
-        &self,
-        region: &RegionId,
-        activation_id: &str,
-    ) -> impl Future<Output = Result<Called<Option<Activation>>, ApiError>> + Send;
-    /// One page of DescribeManagedInstances.
-    fn describe_instances(
-        &self,
-        region: &RegionId,
-        filter: &InstanceFilter,
-        next_token: Option<&str>,
-    ) -> impl Future<Output = Result<Called<InstancePage>, ApiError>> + Send;
-}
 
 /// Upper bound on pages followed for one resolution: a region with more than
 /// this many managed instances on one hostname query is a configuration
@@ -126,42 +59,42 @@ pub struct StepRecord {
 
 /// How a processing of a command ends.
 #[derive(Debug)]
-pub enum End {
-    /// Carried out: publish `command.completed` with this outcome.
+pub enum Fate {
+    /// Carried out: `command.completed` with this outcome.
     Completed(Outcome),
-    /// Transient failures outlasted immediate retries: send to the next retry queue.
-    Redeliver(EventError),
-    /// Credentials or permissions failed: park in the retry queues, never fail.
-    Park(EventError),
+    /// Stopped before completing (the decision's [`Stop`]): the command comes
+    /// back later, to a retry stage or, on shutdown, to its queue as it was.
+    Stopped(Stopped),
 }
 
-/// Everything a processing produced, for the worker to publish and settle.
+/// Everything a processing produced, for the settlement to publish.
 #[derive(Debug)]
 pub struct Report {
-    /// Step events, in order (the terminal event is added by [`Report::terminal_event`]).
+    /// Step events, in order (the terminal event is built by the settlement).
     pub events: Vec<Event>,
     /// Step lines for `command.completed`.
     pub steps: Vec<StepRecord>,
     /// API attempts so far, per step key (prior processings included).
     pub attempts: Attempts,
     /// How it ended.
-    pub end: End,
+    pub fate: Fate,
     /// The error that decided a `failed`/`partially_failed` outcome (for dead-letter headers).
     pub first_error: Option<EventError>,
+    /// The locks of the instances and codes the command acted on; whoever
+    /// settles the command drops them only after the settlement is confirmed,
+    /// so commands for one target are carried out *and reported* in turn.
+    pub guards: Vec<TargetGuard>,
 }
 
 impl Report {
-    /// `command.completed`, when the processing completed.
-    pub fn terminal_event(&self, command: &Command) -> Option<Event> {
-        let End::Completed(outcome) = self.end else {
-            return None;
-        };
+    /// `command.completed` for a completed processing.
+    pub fn completed_event(&self, command: &Command, outcome: Outcome) -> Event {
         let mut event = Event::for_command(command, EventType::CommandCompleted, outcome)
             .with("steps", &self.steps);
         if matches!(outcome, Outcome::Failed | Outcome::PartiallyFailed) {
             event.error = self.first_error.clone();
         }
-        Some(event)
+        event
     }
 }
 
@@ -172,7 +105,7 @@ pub struct Run<'a, C: Cloud> {
     pub command: &'a Command,
     /// The cloud API.
     pub cloud: &'a C,
-    /// Retry policy, budget and shutdown.
+    /// Retry policy, budget, rate limit and shutdown.
     pub retrier: &'a Retrier,
     /// Events produced so far.
     pub events: Vec<Event>,
@@ -182,27 +115,17 @@ pub struct Run<'a, C: Cloud> {
     pub attempts: Attempts,
     /// The first permanent failure.
     pub first_error: Option<EventError>,
-    /// No delayed redelivery is left: transient failures become failures.
-    pub last_chance: bool,
+    /// The command's retry counters (which stage it is on).
+    pub counters: Counters,
     /// What the command may touch.
     pub limits: Limits,
-    /// The command's concurrency slot, lent out during backoff sleeps and
-    /// given back when the run is finished.
+    /// The command's concurrency slot, lent out during waits and given back
+    /// when the run is finished.
     pub slot: Slot,
-}
-
-/// A step whose immediate retries ended in a transient or credential failure:
-/// the processing stops and the command is redelivered or parked.
-pub struct Interrupted(pub End);
-
-/// A step's result once retries are done, as the playbook sees it.
-pub enum StepResult<T> {
-    /// Succeeded with a value.
-    Done(T, Option<String>),
-    /// The goal state already held.
-    AlreadyDone(ApiError),
-    /// Failed for good.
-    Failed(ApiError),
+    /// Per-target locks shared by every command of this process.
+    pub locks: KeyedLocks,
+    /// The locks this run holds.
+    pub guards: Vec<TargetGuard>,
 }
 
 impl<'a, C: Cloud> Run<'a, C> {
@@ -216,9 +139,11 @@ impl<'a, C: Cloud> Run<'a, C> {
             steps: Vec::new(),
             attempts: prior,
             first_error: None,
-            last_chance: false,
+            counters: Counters::default(),
             limits: Limits::default(),
             slot: Slot::unbounded(),
+            locks: KeyedLocks::default(),
+            guards: Vec::new(),
         }
     }
 
@@ -234,12 +159,53 @@ impl<'a, C: Cloud> Run<'a, C> {
         self
     }
 
-    /// Marks the processing as the last one the retry stages allow: a step
-    /// whose immediate retries run out then fails for good instead of
-    /// interrupting the run, so later steps still happen and are reported.
-    pub fn last_chance(mut self, last_chance: bool) -> Self {
-        self.last_chance = last_chance;
+    /// The command's retry counters, read from its delivery.
+    pub fn counters(mut self, counters: Counters) -> Self {
+        self.counters = counters;
         self
+    }
+
+    /// Shares the process's per-target locks (unit tests get their own).
+    pub fn locks(mut self, locks: KeyedLocks) -> Self {
+        self.locks = locks;
+        self
+    }
+
+    /// Takes the locks of `targets` (instance ids, activation ids), in a
+    /// fixed order so two commands never wait for each other, skipping those
+    /// this run already holds. Waiting lends the slot; shutdown cuts the wait
+    /// short and the command goes back to its queue.
+    pub async fn lock(&mut self, targets: impl IntoIterator<Item = String>) -> Result<(), Stopped> {
+        let mut keys: Vec<String> = targets
+            .into_iter()
+            .filter(|k| !self.guards.iter().any(|g| g.key() == k))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        for key in keys {
+            let shutdown = self.retrier.shutdown.clone();
+            let locks = self.locks.clone();
+            let guard = self
+                .slot
+                .wait_out(async move {
+                    tokio::select! {
+                        guard = locks.lock(key) => Some(guard),
+                        () = shutdown.cancelled() => None,
+                    }
+                })
+                .await;
+            match guard {
+                Some(guard) => self.guards.push(guard),
+                None => {
+                    return Err(Stopped {
+                        stop: interrupted(),
+                        action: "TargetLock",
+                        error: None,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Runs one step with retries, adding its attempts to `key`'s count.
@@ -249,30 +215,24 @@ impl<'a, C: Cloud> Run<'a, C> {
         action: ApiAction,
         key: &str,
         call: F,
-    ) -> Result<(StepResult<T>, u32), Interrupted>
+    ) -> Result<(StepResult<Called<T>>, u32), Stopped>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Called<T>, ApiError>>,
     {
-        let outcome = self.retrier.run(action, &mut self.slot, call).await;
+        let tried = self
+            .retrier
+            .run(
+                action,
+                self.command.region.as_str(),
+                self.counters,
+                &mut self.slot,
+                call,
+            )
+            .await;
         let total = self.attempts.entry(key.to_owned()).or_insert(0);
-        *total = total.saturating_add(outcome.attempts);
-        let total = *total;
-        let result = match outcome.end {
-            StepEnd::Done(called) => StepResult::Done(called.value, called.request_id),
-            StepEnd::AlreadyDone(e) => StepResult::AlreadyDone(e),
-            StepEnd::Failed(e) => StepResult::Failed(e),
-            StepEnd::Redeliver(e) if self.last_chance => StepResult::Failed(e),
-            StepEnd::Redeliver(e) => {
-                return Err(Interrupted(End::Redeliver(EventError::from_api(
-                    action, &e,
-                ))));
-            }
-            StepEnd::Credential(e) => {
-                return Err(Interrupted(End::Park(EventError::from_api(action, &e))));
-            }
-        };
-        Ok((result, total))
+        *total = total.saturating_add(tried.attempts);
+        Ok((tried.result?, *total))
     }
 
     /// Records a step line, remembering the first failure.
@@ -288,7 +248,7 @@ impl<'a, C: Cloud> Run<'a, C> {
         &mut self,
         key: &str,
         filter: &InstanceFilter,
-    ) -> Result<(Result<Vec<ManagedInstance>, ApiError>, u32, Option<String>), Interrupted> {
+    ) -> Result<(Result<Vec<ManagedInstance>, ApiError>, u32, Option<String>), Stopped> {
         let mut all = Vec::new();
         let mut token: Option<String> = None;
         let mut last_request = None;
@@ -303,7 +263,10 @@ impl<'a, C: Cloud> Run<'a, C> {
                 .await?;
             total = attempts;
             match result {
-                StepResult::Done(page, request_id) => {
+                StepResult::Done(Called {
+                    value: page,
+                    request_id,
+                }) => {
                     last_request = request_id;
                     all.extend(page.instances);
                     match page.next_token.filter(|t| !t.is_empty()) {
@@ -328,14 +291,24 @@ impl<'a, C: Cloud> Run<'a, C> {
     }
 
     /// Ends the run.
-    pub fn finish(self, end: End) -> Report {
+    pub fn finish(self, fate: Fate) -> Report {
         Report {
             events: self.events,
             steps: self.steps,
             attempts: self.attempts,
-            end,
+            fate,
             first_error: self.first_error,
+            guards: self.guards,
         }
+    }
+
+    /// Ends the run with the outcome of its steps, or as stopped.
+    pub fn conclude(self, result: Result<(), Stopped>) -> Report {
+        let fate = match result {
+            Ok(()) => Fate::Completed(overall(self.command.dry_run, &self.steps)),
+            Err(stopped) => Fate::Stopped(stopped),
+        };
+        self.finish(fate)
     }
 }
 

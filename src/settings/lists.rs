@@ -42,20 +42,46 @@ impl<'de> Deserialize<'de> for StringList {
     }
 }
 
-/// Retry-queue delays; each item is a number with a unit (`ms`, `s`, `m`, `h`).
+/// Retry-queue delays, in order; each item is a number with a unit (`ms`, `s`,
+/// `m`, `h`). Never empty, by construction: a parked command always has a
+/// stage to wait in.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delays(pub Vec<Duration>);
+pub struct Delays {
+    all: Vec<Duration>,
+    last: Duration,
+}
+
+impl Delays {
+    /// The delays, if there is at least one.
+    pub fn new(delays: Vec<Duration>) -> Option<Self> {
+        let last = *delays.last()?;
+        Some(Self { all: delays, last })
+    }
+
+    /// The delays, in order.
+    pub fn as_slice(&self) -> &[Duration] {
+        &self.all
+    }
+
+    /// How many there are (at least one).
+    pub fn count(&self) -> std::num::NonZeroUsize {
+        std::num::NonZeroUsize::new(self.all.len()).unwrap_or(std::num::NonZeroUsize::MIN)
+    }
+
+    /// Delay `index` (0-based), or the last one past the end.
+    pub fn get_clamped(&self, index: usize) -> Duration {
+        self.all.get(index).copied().unwrap_or(self.last)
+    }
+}
 
 impl<'de> Deserialize<'de> for Delays {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let list = items(d)?;
-        if list.is_empty() {
-            return Err(de::Error::custom("needs at least one delay, e.g. 30s"));
-        }
-        list.iter()
+        let delays = list
+            .iter()
             .map(|s| parse_duration(s).map_err(de::Error::custom))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Delays)
+            .collect::<Result<Vec<_>, _>>()?;
+        Delays::new(delays).ok_or_else(|| de::Error::custom("needs at least one delay, e.g. 30s"))
     }
 }
 

@@ -26,7 +26,7 @@ fn defaults_match_the_contract() {
         ["cn-hangzhou", "cn-beijing", "cn-shanghai"]
     );
     assert_eq!(
-        s.retry.redelivery_delays.0,
+        s.retry.redelivery_delays.as_slice(),
         [
             Duration::from_secs(30),
             Duration::from_secs(300),
@@ -69,7 +69,7 @@ fn environment_overrides_with_lists_and_spaces() {
         ["cn-hangzhou", "eu-central-1"]
     );
     assert_eq!(
-        s.retry.redelivery_delays.0,
+        s.retry.redelivery_delays.as_slice(),
         [Duration::from_millis(250), Duration::from_secs(2)]
     );
     assert_eq!(s.ecs.signature, SignatureVersion::RpcHmacSha1);

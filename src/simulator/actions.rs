@@ -4,10 +4,10 @@
 //! serializes the answer after releasing it.
 
 use super::state::{TokenEntry, World};
+use crate::domain::resource::{Activation, ManagedInstance};
 use crate::ecs::model::{
-    Activation, DeleteActivationResponse, DeregisterManagedInstanceResponse,
-    DescribeActivationsResponse, DescribeManagedInstancesResponse, DisableActivationResponse,
-    ManagedInstance,
+    DeleteActivationResponse, DeregisterManagedInstanceResponse, DescribeActivationsResponse,
+    DescribeManagedInstancesResponse, DisableActivationResponse,
 };
 use base64::Engine as _;
 use serde::Serialize;

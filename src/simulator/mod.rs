@@ -26,7 +26,7 @@
 //!   or `{"outage":"unavailable"}` / `{"outage":"refuse"}`.
 //! - `POST /_sim/keys` `{"AccessKeyId","AccessKeySecret"}` adds a key;
 //!   `DELETE /_sim/keys/{id}` revokes one.
-//! - `POST /_sim/roles` `{"RoleArn","Denied"}` / `DELETE /_sim/roles?RoleArn=` for STS
+//! - `POST /_sim/roles` `{"RoleArn","Denied","DelayMs"}` / `DELETE /_sim/roles?RoleArn=` for STS
 //!   `AssumeRole`; `POST /_sim/oidc-providers` `{"ProviderArn","Token"}` for the
 //!   anonymous `AssumeRoleWithOIDC` (no `Token`: any non-empty one is accepted).
 //!

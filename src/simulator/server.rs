@@ -242,6 +242,13 @@ async fn api(
         outage,
         &request_id,
     );
+    if outcome.action == "AssumeRole" {
+        let role = outcome.params.iter().find(|(k, _)| k == "RoleArn");
+        let delay = role.and_then(|(_, arn)| lock(&sim.sts).delay_of(arn));
+        if let Some(ms) = delay {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
     let (status, code, response) = match &outcome.result {
         Ok(answer) => match serde_json::to_vec(answer) {
             Ok(bytes) => (200, "OK".to_owned(), json_response(200, bytes, None)),
@@ -530,12 +537,15 @@ struct RoleRule {
     role_arn: String,
     #[serde(default)]
     denied: bool,
+    /// Answer AssumeRole for this role only after this long (a slow STS).
+    #[serde(default)]
+    delay_ms: u64,
 }
 
 async fn put_role(State(sim): State<Arc<Shared>>, body: Bytes) -> Response {
     match serde_json::from_slice::<RoleRule>(&body) {
         Ok(r) if !r.role_arn.is_empty() => {
-            lock(&sim.sts).put_role(r.role_arn, r.denied);
+            lock(&sim.sts).put_role(r.role_arn, r.denied, r.delay_ms);
             StatusCode::NO_CONTENT.into_response()
         }
         Ok(_) => bad_request("RoleArn must not be empty".into()),

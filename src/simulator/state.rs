@@ -4,7 +4,7 @@
 //! Plain data behind one short-held mutex: every operation is a few map lookups,
 //! so no lock is ever held across an await.
 
-use crate::ecs::model::{Activation, ManagedInstance};
+use crate::domain::resource::{Activation, ManagedInstance};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

@@ -34,6 +34,8 @@ struct Session {
 pub struct Sts {
     /// Role ARN → denied.
     roles: HashMap<String, bool>,
+    /// Role ARN → how long AssumeRole for it takes to answer (a slow STS).
+    delays: HashMap<String, u64>,
     sessions: HashMap<String, Session>,
     /// OIDC provider ARN → the one token it accepts (`None`: any non-empty one).
     oidc_providers: HashMap<String, Option<String>>,
@@ -47,8 +49,18 @@ fn random_hex(bytes: usize) -> String {
 
 impl Sts {
     /// Registers (or updates) a role.
-    pub fn put_role(&mut self, arn: String, denied: bool) {
+    pub fn put_role(&mut self, arn: String, denied: bool, delay_ms: u64) {
+        if delay_ms > 0 {
+            self.delays.insert(arn.clone(), delay_ms);
+        } else {
+            self.delays.remove(&arn);
+        }
         self.roles.insert(arn, denied);
+    }
+
+    /// How long AssumeRole for `arn` takes to answer, when it was slowed down.
+    pub fn delay_of(&self, arn: &str) -> Option<u64> {
+        self.delays.get(arn).copied()
     }
 
     /// Registers (or updates) an OIDC provider.

@@ -1,35 +1,45 @@
 //! One delivery, from bytes to settlement.
 //!
-//! The command holds its concurrency [`Slot`] from the start until its
-//! playbook is done, lending it out while it waits for its target's lock or a
-//! backoff; settling (publishing and awaiting confirms) is waiting on the
-//! broker and holds no slot, only the unacknowledged delivery.
+//! [`Worker::handle`] reads the command, carries it out, asks
+//! [`crate::settlement::plan`] what settling it means, and hands the plan to
+//! [`settle`], **the one place a delivery is acknowledged or put back**: it is
+//! acknowledged only after every message of the plan is confirmed by the
+//! broker. When the broker refuses them, the *same* plan is published again
+//! with growing pauses (the command's API calls are never made again for it)
+//! and the worker reports not ready meanwhile; shutdown puts the delivery back
+//! on its queue unchanged. A worker killed at any instant leaves the delivery
+//! unacknowledged, and the broker redelivers it.
 //!
-//! [`Worker::handle`] reads the command, runs its playbook, and hands the
-//! resulting batch (events, reply, retry copy or dead letter) to [`settle`],
-//! **the one place a delivery is acknowledged**: only after every message of
-//! the batch is confirmed by the broker. If publishing fails, the delivery is
-//! requeued (after a pause, so a broken broker is not spun against) and the
-//! command is processed again later, which is safe because playbooks are
-//! idempotent. A worker killed at any instant leaves the delivery unacked,
-//! and the broker redelivers it.
+//! The command holds its concurrency [`Slot`] while it works and lends it out
+//! whenever it waits (its identity's STS call, a target's lock, a backoff, the
+//! rate limit); settling holds no slot, only the unacknowledged delivery and
+//! the locks of the targets it acted on, so the next command for the same
+//! instance starts only once this one's outcome is confirmed.
 
 use super::Worker;
-use super::messages::{self, DeadLetterInfo};
 use crate::auth;
-use crate::broker::publisher::{Outgoing, Publisher};
+use crate::broker::publisher::{PublishError, Publisher};
 use crate::command::{self, Command, CommandKind, Envelope, FieldError, RejectReason, Rejection};
-use crate::event::{Event, EventError, Outcome};
-use crate::playbook::{self, End, Report, Run};
+use crate::decision::{Counters, Stop, park};
+use crate::domain::error::ApiError;
+use crate::health::CredentialProblem;
+use crate::locks::TargetGuard;
+use crate::playbook::{self, Fate, Report, Run};
+use crate::retry::Stopped;
+use crate::settlement::messages;
+use crate::settlement::{self, Delivered, Ending, Plan, Processed, Summary};
 use crate::slot::Slot;
 use crate::trace_context::TraceContext;
+use backoff::backoff::Backoff;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use std::time::Duration;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-/// Pause before requeueing a delivery whose settlement could not be published.
-const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
+/// First pause before publishing a refused settlement again.
+const REPUBLISH_INITIAL: Duration = Duration::from_millis(500);
+/// Longest pause between attempts to publish a refused settlement.
+const REPUBLISH_MAX: Duration = Duration::from_secs(30);
 
 impl Worker {
     /// Processes one delivery from the `kind` queue in `slot`, and settles it.
@@ -78,8 +88,14 @@ impl Worker {
         // Boxed: the playbook's future (HTTP client included) is several KiB,
         // and a task's future is moved by value as it is spawned; one heap
         // allocation here saves copying it around.
-        let batch = Box::pin(self.process(&delivery, kind, &trace, slot).instrument(span)).await;
-        Box::pin(settle(&delivery, &publisher, batch, &self.metrics)).await;
+        let (plan, guards) = Box::pin(
+            self.process(&delivery, kind, &trace, slot)
+                .instrument(span.clone()),
+        )
+        .await;
+        Box::pin(self.settle(&delivery, &publisher, plan).instrument(span)).await;
+        // Only now may the next command for these targets start.
+        drop(guards);
         self.metrics.in_flight.dec();
     }
 
@@ -180,80 +196,187 @@ impl Worker {
         Err(rejection)
     }
 
+    /// Reads and carries out the command; returns its settlement plan and the
+    /// target locks to hold until the plan is executed.
     async fn process(
         &self,
         delivery: &Delivery,
         kind: CommandKind,
         trace: &TraceContext,
-        mut slot: Slot,
-    ) -> Vec<Outgoing> {
-        let source_queue = self.topology.queue(kind).to_owned();
-        let command = match self.read(delivery, kind) {
-            Ok(c) => c,
+        slot: Slot,
+    ) -> (Plan, Vec<TargetGuard>) {
+        let delivered = Delivered {
+            body: &delivery.data,
+            props: &delivery.properties,
+            source_queue: self.topology.queue(kind),
+        };
+        let (plan, guards) = match self.read(delivery, kind) {
             Err(rejection) => {
-                return self.rejected(delivery, kind, &rejection, &source_queue, trace);
+                let processed = Processed::Rejected {
+                    kind,
+                    rejection: &rejection,
+                };
+                let plan = settlement::plan(&processed, delivered, &self.topology, trace);
+                (plan, Vec::new())
+            }
+            Ok(command) => {
+                let span = tracing::Span::current();
+                span.record("command_id", command.id.as_str());
+                span.record("region", command.region.as_str());
+                span.record("target", command.target_key().as_str());
+                let counters = messages::counters(&delivery.properties);
+                let mut report = self
+                    .carry_out(&command, delivery, counters, trace, slot)
+                    .await;
+                self.observe_credentials(&command, &report);
+                let processed = Processed::Ran {
+                    command: &command,
+                    report: &report,
+                    counters,
+                };
+                let plan = settlement::plan(&processed, delivered, &self.topology, trace);
+                (plan, std::mem::take(&mut report.guards))
             }
         };
-        let span = tracing::Span::current();
-        span.record("command_id", command.id.as_str());
-        span.record("region", command.region.as_str());
-        span.record("target", command.target_key().as_str());
+        self.record(kind, &plan.summary);
+        (plan, guards)
+    }
 
-        let _target = slot.wait_out(self.locks.lock(command.target_key())).await;
-        let props = &delivery.properties;
-        let counts = messages::RetryCounts::of(props);
-        let redeliveries = counts.redeliveries;
-        let stages = self.topology.delays.len();
-        let last_chance = usize::try_from(redeliveries).unwrap_or(usize::MAX) >= stages;
-        let prior = messages::prior_attempts(props);
+    /// Resolves the command's identity and runs its playbook.
+    async fn carry_out(
+        &self,
+        command: &Command,
+        delivery: &Delivery,
+        counters: Counters,
+        trace: &TraceContext,
+        mut slot: Slot,
+    ) -> Report {
+        let prior = messages::prior_attempts(&delivery.properties);
         let account = command.account_id.as_ref().map(|a| a.as_str());
-        let report = match self.identities.resolve(account).await {
-            Ok(credentials) => {
-                let cloud = self.ecs.traced(credentials, Some(trace.traceparent()));
-                let run = Run::new(&command, &cloud, &self.retrier, prior)
-                    .last_chance(last_chance)
-                    .limits(self.limits.clone())
-                    .slot(slot);
-                match &command.action {
-                    command::Action::Decommission(order) => {
-                        playbook::decommission::run(run, order).await
-                    }
-                    command::Action::LeakAlert(alert) => {
-                        playbook::leak_alert::run(run, alert).await
-                    }
-                }
+        // An account's STS may be slow or failing: its commands wait without
+        // their slots, so other accounts' commands go on.
+        let identity = slot.wait_out(self.identities.resolve(account)).await;
+        let credentials = match identity {
+            Ok(c) => c,
+            // No identity to act with: the operator's problem; the decision parks it.
+            Err(e) => {
+                let stop = park(counters, self.retrier.stages);
+                return Report {
+                    events: Vec::new(),
+                    steps: Vec::new(),
+                    attempts: prior,
+                    fate: Fate::Stopped(Stopped {
+                        stop,
+                        action: if account.is_some() {
+                            "AssumeRole"
+                        } else {
+                            "ResolveCredentials"
+                        },
+                        error: Some(e),
+                    }),
+                    first_error: None,
+                    guards: Vec::new(),
+                };
             }
-            // No identity to act with: the operator's problem; the command waits.
-            Err(e) => Report {
-                events: Vec::new(),
-                steps: Vec::new(),
-                attempts: prior,
-                end: End::Park(EventError::own(e.code(), e.message())),
-                first_error: None,
-            },
         };
-        self.observe_credentials(account, &report);
-        self.settlement(delivery, &command, report, counts, &source_queue, trace)
+        let cloud = self.ecs.traced(credentials, Some(trace.traceparent()));
+        let run = Run::new(command, &cloud, &self.retrier, prior)
+            .counters(counters)
+            .limits(self.limits.clone())
+            .locks(self.locks.clone())
+            .slot(slot);
+        match &command.action {
+            command::Action::Decommission(order) => playbook::decommission::run(run, order).await,
+            command::Action::LeakAlert(alert) => playbook::leak_alert::run(run, alert).await,
+        }
+    }
+
+    /// Logs and counts what the settlement amounts to.
+    fn record(&self, kind: CommandKind, summary: &Summary) {
+        let kind = kind.as_str();
+        let span = tracing::Span::current();
+        match *summary {
+            Summary::Rejected(reason) => {
+                span.record("outcome", "rejected");
+                info!(kind, reason, "command rejected");
+                self.metrics.command(kind, "rejected");
+                self.metrics
+                    .rejections
+                    .get_or_create(&crate::metrics::KindReason {
+                        kind: kind.to_owned(),
+                        reason: reason.to_owned(),
+                    })
+                    .inc();
+            }
+            Summary::Completed(outcome) => {
+                span.record("outcome", outcome.as_str());
+                info!(outcome = outcome.as_str(), "command completed");
+                self.metrics.command(kind, outcome.as_str());
+            }
+            Summary::Redelivered { reason, stage } => {
+                span.record("outcome", "redelivery");
+                let stage = self.topology.stage(stage).name;
+                debug!(%stage, reason, "command sent to delayed redelivery");
+                self.metrics
+                    .redeliveries
+                    .get_or_create(&crate::metrics::KindReason {
+                        kind: kind.to_owned(),
+                        reason: reason.to_owned(),
+                    })
+                    .inc();
+            }
+            Summary::Requeued => {
+                span.record("outcome", "requeued");
+                info!("shutdown: the command goes back to its queue unchanged");
+            }
+        }
     }
 
     /// A successful or permanently failing API answer proves the keys work;
-    /// a credential failure proves they do not. Log once per change.
-    fn observe_credentials(&self, account: Option<&str>, report: &Report) {
-        let problem = match &report.end {
-            End::Park(error) => Some(format!("{} ({})", error.code, error.message)),
+    /// a credential failure proves they do not. Log once per change of cause,
+    /// with the service's code and message, the call, the region, the account
+    /// and where the credentials came from: what the operator needs to act.
+    fn observe_credentials(&self, command: &Command, report: &Report) {
+        let account = command.account_id.as_ref().map(|a| a.as_str());
+        let problem = match &report.fate {
+            Fate::Stopped(Stopped {
+                stop: Stop::Park { .. },
+                action,
+                error,
+            }) => Some(CredentialProblem {
+                code: error
+                    .as_ref()
+                    .map_or("Credentials", ApiError::code)
+                    .to_owned(),
+                message: error.as_ref().map(ApiError::message).unwrap_or_default(),
+                action: (*action).to_owned(),
+                region: command.region.as_str().to_owned(),
+                account: account.map(str::to_owned),
+                source: self.identities.source(account),
+            }),
             _ if report.attempts.values().any(|a| *a > 0) => None,
             _ => return,
         };
-        let bad = problem.is_some();
+        let log = |p: &CredentialProblem, what: &str| {
+            warn!(
+                code = %p.code,
+                message = %p.message,
+                action = %p.action,
+                region = %p.region,
+                account = p.account.as_deref(),
+                source = %p.source,
+                "{what}: {p}"
+            );
+        };
         match account {
             // One account's role failing concerns that account's commands only:
             // the worker stays ready and says so in /readyz and the metrics.
             Some(account) => {
-                if self.health.set_account_problem(account, problem) {
-                    if bad {
-                        warn!(
-                            account,
-                            "the account's role cannot be used: its commands wait in delayed retry"
+                if self.health.set_account_problem(account, problem.clone()) {
+                    if let Some(p) = &problem {
+                        log(
+                            p,
+                            "the account's role cannot be used: its commands wait in delayed retry",
                         );
                     } else {
                         info!(account, "the account's role works again");
@@ -265,10 +388,11 @@ impl Worker {
                     .set(i64::try_from(degraded).unwrap_or(i64::MAX));
             }
             None => {
-                if self.health.set_credential_problem(problem) {
-                    if bad {
-                        warn!(
-                            "credential or permission failure: commands wait in delayed retry and the worker reports not ready until a call succeeds"
+                if self.health.set_credential_problem(problem.clone()) {
+                    if let Some(p) = &problem {
+                        log(
+                            p,
+                            "credential or permission failure (commands wait in delayed retry; not ready until a call succeeds)",
                         );
                     } else {
                         info!("ECS calls succeed again: credentials are usable, ready");
@@ -281,141 +405,89 @@ impl Worker {
             .set(i64::from(self.health.readiness().ready));
     }
 
-    fn rejected(
-        &self,
-        delivery: &Delivery,
-        kind: CommandKind,
-        rejection: &Rejection,
-        source_queue: &str,
-        trace: &TraceContext,
-    ) -> Vec<Outgoing> {
-        let reason = rejection.reason.as_str();
-        tracing::Span::current().record("outcome", "rejected");
-        info!(kind = kind.as_str(), reason, "command rejected");
-        self.metrics
-            .command(kind.as_str(), Outcome::Rejected.as_str());
-        self.metrics
-            .rejections
-            .get_or_create(&crate::metrics::KindReason {
-                kind: kind.as_str().to_owned(),
-                reason: reason.to_owned(),
-            })
-            .inc();
-        let event = Event::rejected(kind, rejection);
-        let summary = rejection
-            .errors
-            .iter()
-            .map(|e| format!("{}: {}", e.field, e.problem))
-            .collect::<Vec<_>>()
-            .join("; ");
-        let mut batch = vec![
-            messages::dead_letter(
-                &self.topology.names.dead_letter_exchange,
-                &delivery.data,
-                &delivery.properties,
-                &DeadLetterInfo {
-                    reason: "rejected",
-                    code: reason,
-                    message: &summary,
-                    source_queue,
-                },
-                trace,
-            ),
-            messages::event(&self.topology.names.event_exchange, &event, trace),
-        ];
-        batch.extend(messages::reply(&delivery.properties, &event, trace));
-        batch
+    /// Executes a plan: the one ack point. Acknowledges only after every
+    /// message is confirmed; publishes the same plan again, with growing
+    /// pauses, while the broker refuses it (not ready meanwhile); puts the
+    /// delivery back unchanged on shutdown or for a requeue plan.
+    async fn settle(&self, delivery: &Delivery, publisher: &Publisher, plan: Plan) {
+        if plan.ending == Ending::Requeue {
+            requeue(delivery).await;
+            return;
+        }
+        let mut pause = backoff::ExponentialBackoff {
+            initial_interval: REPUBLISH_INITIAL,
+            current_interval: REPUBLISH_INITIAL,
+            max_interval: REPUBLISH_MAX,
+            max_elapsed_time: None,
+            ..backoff::ExponentialBackoff::default()
+        };
+        let mut refused = false;
+        loop {
+            match publisher.publish_all(&plan.messages).await {
+                Ok(published) => {
+                    if published.unroutable_events > 0 {
+                        self.metrics
+                            .unroutable_events
+                            .inc_by(u64::from(published.unroutable_events));
+                        debug!(
+                            count = published.unroutable_events,
+                            "events had no bound queue"
+                        );
+                    }
+                    if refused {
+                        info!("the command's outcome is published now");
+                        self.set_publishing(None);
+                    }
+                    if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+                        // The channel is gone: the broker requeues the delivery and it is
+                        // processed again (idempotently) after reconnecting.
+                        warn!(error = %e, "could not acknowledge; the command will be redelivered");
+                    }
+                    return;
+                }
+                // The channel is gone: nothing more can be published on it, and
+                // the session reconnects; the broker redelivers the command.
+                Err(PublishError::Broker(e)) => {
+                    warn!(error = %e, "could not publish the command's outcome: the broker channel failed; it will be redelivered");
+                    return;
+                }
+                Err(e) => {
+                    let wait = pause.next_backoff().unwrap_or(REPUBLISH_MAX);
+                    warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "the broker refused the command's outcome; publishing it again (its API calls are not repeated)");
+                    refused = true;
+                    self.set_publishing(Some(format!("the broker refuses command outcomes: {e}")));
+                    let shutdown = self.retrier.shutdown.clone();
+                    let waited = tokio::select! {
+                        () = tokio::time::sleep(wait) => true,
+                        () = shutdown.cancelled() => false,
+                    };
+                    if !waited {
+                        // Shutdown never fails a command: back on its queue as
+                        // it was (`decision::interrupted`).
+                        requeue(delivery).await;
+                        return;
+                    }
+                }
+            }
+        }
     }
 
-    fn settlement(
-        &self,
-        delivery: &Delivery,
-        command: &Command,
-        report: Report,
-        counts: messages::RetryCounts,
-        source_queue: &str,
-        trace: &TraceContext,
-    ) -> Vec<Outgoing> {
-        let exchange = &self.topology.names.event_exchange;
-        let kind = command.kind.as_str();
-        let mut batch: Vec<Outgoing> = report
-            .events
-            .iter()
-            .map(|e| messages::event(exchange, e, trace))
-            .collect();
-        let props = &delivery.properties;
-        let (reason, error) = match &report.end {
-            End::Completed(outcome) => {
-                let Some(terminal) = report.terminal_event(command) else {
-                    return batch;
-                };
-                tracing::Span::current().record("outcome", outcome.as_str());
-                info!(outcome = outcome.as_str(), "command completed");
-                self.metrics.command(kind, outcome.as_str());
-                if matches!(outcome, Outcome::Failed | Outcome::PartiallyFailed) {
-                    let (code, message) = report
-                        .first_error
-                        .as_ref()
-                        .map(|e| (e.code.as_str(), e.message.as_str()))
-                        .unwrap_or(("Failed", "the command failed"));
-                    batch.push(messages::dead_letter(
-                        &self.topology.names.dead_letter_exchange,
-                        &delivery.data,
-                        props,
-                        &DeadLetterInfo {
-                            reason: outcome.as_str(),
-                            code,
-                            message,
-                            source_queue,
-                        },
-                        trace,
-                    ));
-                }
-                batch.push(messages::event(exchange, &terminal, trace));
-                batch.extend(messages::reply(props, &terminal, trace));
-                return batch;
-            }
-            End::Redeliver(error) => ("transient", error),
-            End::Park(error) => ("credentials", error),
-        };
-        let (index, next) = match report.end {
-            End::Park(_) => (
-                counts.parks,
-                messages::RetryCounts {
-                    parks: counts.parks.saturating_add(1),
-                    ..counts
-                },
-            ),
-            _ => (
-                counts.redeliveries,
-                messages::RetryCounts {
-                    redeliveries: counts.redeliveries.saturating_add(1),
-                    ..counts
-                },
-            ),
-        };
-        let Some(stage) = self.topology.stage(index) else {
-            return batch;
-        };
-        tracing::Span::current().record("outcome", "redelivery");
-        debug!(stage = %stage.name, code = %error.code, reason, "command sent to delayed redelivery");
+    fn set_publishing(&self, problem: Option<String>) {
+        self.health.set_publishing(problem);
         self.metrics
-            .redeliveries
-            .get_or_create(&crate::metrics::KindReason {
-                kind: kind.to_owned(),
-                reason: reason.to_owned(),
-            })
-            .inc();
-        batch.push(messages::retry_copy(
-            &stage.name,
-            source_queue,
-            &delivery.data,
-            props,
-            next,
-            &report.attempts,
-            trace,
-        ));
-        batch
+            .ready
+            .set(i64::from(self.health.readiness().ready));
+    }
+}
+
+/// Puts the delivery back on its queue unchanged.
+async fn requeue(delivery: &Delivery) {
+    let requeue = BasicNackOptions {
+        requeue: true,
+        ..BasicNackOptions::default()
+    };
+    if let Err(e) = delivery.acker.nack(requeue).await {
+        warn!(error = %e, "could not requeue; the broker will redeliver on channel close");
     }
 }
 
@@ -432,43 +504,5 @@ fn destination_name(exchange: &str, routing_key: &str, queue: &str) -> String {
         "amq.default".to_owned()
     } else {
         parts.join(":")
-    }
-}
-
-/// The ack point: acknowledge only after the whole batch is confirmed.
-pub async fn settle(
-    delivery: &Delivery,
-    publisher: &Publisher,
-    batch: Vec<Outgoing>,
-    metrics: &crate::metrics::Metrics,
-) {
-    match publisher.publish_all(batch).await {
-        Ok(published) => {
-            if published.unroutable_events > 0 {
-                metrics
-                    .unroutable_events
-                    .inc_by(u64::from(published.unroutable_events));
-                debug!(
-                    count = published.unroutable_events,
-                    "events had no bound queue"
-                );
-            }
-            if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
-                // The channel is gone: the broker requeues the delivery and it is
-                // processed again (idempotently) after reconnecting.
-                warn!(error = %e, "could not acknowledge; the command will be redelivered");
-            }
-        }
-        Err(e) => {
-            warn!(error = %e, "could not publish the command's outcome; requeueing it");
-            tokio::time::sleep(REQUEUE_PAUSE).await;
-            let requeue = BasicNackOptions {
-                requeue: true,
-                ..BasicNackOptions::default()
-            };
-            if let Err(e) = delivery.acker.nack(requeue).await {
-                warn!(error = %e, "could not requeue; the broker will redeliver on channel close");
-            }
-        }
     }
 }

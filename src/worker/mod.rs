@@ -14,11 +14,6 @@
 //! by the broker.
 
 mod handle;
-mod locks;
-pub mod messages;
-
-pub use handle::settle;
-pub use locks::KeyedLocks;
 
 use crate::broker::connect::{ConnectError, connect};
 use crate::broker::publisher::Publisher;
@@ -26,8 +21,10 @@ use crate::broker::topology::Topology;
 use crate::command::{CommandKind, Policy};
 use crate::credentials::identities::Identities;
 use crate::ecs::client::EcsClient;
+use crate::ecs::rate_limit::RateLimiter;
 use crate::health::Health;
 use crate::limits::Limits;
+use crate::locks::KeyedLocks;
 use crate::metrics::Metrics;
 use crate::retry::{Retrier, RetryBudget, RetryPolicy};
 use crate::settings::Settings;
@@ -67,10 +64,12 @@ impl Connections {
     }
 }
 
-/// Resolves when either connection is no longer open. Consumers notice a lost
-/// consuming connection on their own; this also covers an idle one, and the
-/// publishing connection, which nothing else is reading from.
-async fn lost(connections: &Connections) -> String {
+/// Resolves when either connection, or the publishing channel, is no longer
+/// open. Consumers notice a lost consuming connection on their own; this also
+/// covers an idle one, and the publishing side, which nothing else is reading
+/// from: a channel the broker closed (say, a publish to an exchange deleted by
+/// hand) takes no more outcomes, so the session must be replaced.
+async fn lost(connections: &Connections, publishing: &Channel) -> String {
     loop {
         tokio::time::sleep(CONNECTION_CHECK).await;
         for (name, connection) in [
@@ -80,6 +79,9 @@ async fn lost(connections: &Connections) -> String {
             if !connection.status().connected() {
                 return format!("the {name} connection closed");
             }
+        }
+        if !publishing.status().connected() {
+            return "the publishing channel closed".to_owned();
         }
     }
 }
@@ -113,6 +115,7 @@ impl Worker {
         settings: Arc<Settings>,
         ecs: EcsClient,
         identities: Arc<Identities>,
+        limiter: Arc<RateLimiter>,
         metrics: Arc<Metrics>,
         health: Health,
         shutdown: CancellationToken,
@@ -134,6 +137,8 @@ impl Worker {
             budget: RetryBudget::new(RETRY_BUDGET),
             shutdown,
             observer: metrics.clone(),
+            stages: settings.retry.redelivery_delays.count(),
+            limiter: Some(limiter),
         };
         let permits = Arc::new(Semaphore::new(
             usize::try_from(settings.worker.concurrency).unwrap_or(1),
@@ -287,7 +292,7 @@ impl Worker {
                 Some(Ok(Err(why))) => why,
                 _ => "consumer stopped".to_owned(),
             }),
-            why = lost(connections) => Some(why),
+            why = lost(connections, publisher.channel()) => Some(why),
         };
         session.cancel();
         while loops.join_next().await.is_some() {}

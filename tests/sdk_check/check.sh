@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
 # Checks the simulator against the official Alibaba Cloud Python SDK
-# (alibabacloud-ecs20140526), with both signature versions.
-# Needs python3 with venv and network access to PyPI; builds with cargo.
+# (alibabacloud-ecs20140526, pinned in tests/wire/requirements.txt), with both
+# signature versions. Run by tests/wire/run.sh (which .ci/run calls); on its
+# own it needs python3 with venv and PyPI, and builds with cargo.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-venv="${SDK_CHECK_VENV:-/tmp/lifecycle-worker-sdk-venv}"
+venv="${SDK_CHECK_VENV:-$root/target/wire-venv}"
 
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$root/tests/wire/requirements.txt"
 fi
-"$venv/bin/pip" install -q alibabacloud-ecs20140526
 
 cd "$root"
-cargo build --locked --bin lifecycle-worker
-cmd=(./target/debug/lifecycle-worker simulate)
+if [ -z "${SDK_CHECK_BINARY:-}" ]; then
+  cargo build --locked --bin lifecycle-worker
+fi
+cmd=("${SDK_CHECK_BINARY:-./target/debug/lifecycle-worker}" simulate)
 
 log="$(mktemp)"
 "${cmd[@]}" --listen 127.0.0.1:0 --seed config/seed.json >"$log" 2>&1 &

@@ -405,8 +405,17 @@ impl Env {
 
     /// Runs `lifecycle-worker <args>` to completion; returns (exit code, stdout, stderr).
     pub async fn run_cli(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        self.run_cli_with(args, &[]).await
+    }
+
+    /// As [`Env::run_cli`], with more (or overriding) environment variables.
+    pub async fn run_cli_with(
+        &self,
+        args: &[&str],
+        extra: &[(&str, &str)],
+    ) -> (Option<i32>, String, String) {
         let mut cmd = self.command();
-        cmd.args(args);
+        cmd.args(args).envs(extra.iter().copied());
         let out = tokio::task::spawn_blocking(move || cmd.output())
             .await
             .expect("join")

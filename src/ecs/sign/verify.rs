@@ -1,33 +1,56 @@
 //! Server-side verification of either signature, for the simulator.
 //!
-//! It re-derives the signature with the very functions the signer uses, after
-//! decoding the wire query the way the service does (form encoding, `+` = space),
-//! so anything the official SDK or our client signs verifies here and nothing else.
+//! It sees a request as an HTTP server does: repeated field lines of one name
+//! are one field whose value is their values joined with `,` (RFC 9110 section
+//! 5.3), and the query is the raw query exactly as sent, decoded as the service
+//! decodes it. A request whose signed header was sent twice therefore fails
+//! here exactly as it fails at the service.
+//!
+//! It re-derives the signature with the functions the signer uses, so it is
+//! *not* evidence that the signer is right: a mistake the two share passes
+//! here. What judges the signer is `tests/wire/`, which verifies the worker's
+//! real requests with the official SDK's own code.
 
 use super::{
     ACS3_ALGORITHM, SignatureVersion, acs3_canonical_request, acs3_signature, acs3_string_to_sign,
     canonical_query, rpc_signature, rpc_string_to_sign, sha256_hex, signatures_equal,
 };
 use crate::secret::Secret;
+use std::borrow::Cow;
 
 /// Read access to request headers by lower-case name, so the verifier needs no
 /// particular HTTP library and the simulator can pass its header map without copying.
 pub trait HeaderLookup {
-    /// The header's value, `None` when absent or not valid text.
-    fn header(&self, name: &str) -> Option<&str>;
+    /// The field's value as a server sees it: every line of that name, in
+    /// order, joined with `,`; `None` when absent or not valid text.
+    fn header(&self, name: &str) -> Option<Cow<'_, str>>;
+}
+
+/// Joins the values of repeated field lines (RFC 9110 section 5.3).
+fn joined<'a>(mut values: impl Iterator<Item = Option<&'a str>>) -> Option<Cow<'a, str>> {
+    let first = values.next()??;
+    let mut out: Option<String> = None;
+    for value in values {
+        let out = out.get_or_insert_with(|| first.to_owned());
+        out.push(',');
+        out.push_str(value?);
+    }
+    Some(out.map_or(Cow::Borrowed(first), Cow::Owned))
 }
 
 impl HeaderLookup for [(String, String)] {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+    fn header(&self, name: &str) -> Option<Cow<'_, str>> {
+        joined(
+            self.iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| Some(v.as_str())),
+        )
     }
 }
 
 impl HeaderLookup for axum::http::HeaderMap {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.get(name).and_then(|v| v.to_str().ok())
+    fn header(&self, name: &str) -> Option<Cow<'_, str>> {
+        joined(self.get_all(name).iter().map(|v| v.to_str().ok()))
     }
 }
 
@@ -73,8 +96,16 @@ pub enum VerifyError {
     #[error("the request signature is incomplete or malformed: {0}")]
     IncompleteSignature(String),
     /// The signature does not match the one computed with the key's secret.
-    #[error("the request signature does not conform to Alibaba Cloud standards")]
-    SignatureDoesNotMatch,
+    /// Like the service, the message gives the server's string-to-sign (no
+    /// secret: it is what was signed, not how), which is what a caller needs
+    /// to find the difference.
+    #[error(
+        "The request signature does not conform to Aliyun standards. server string to sign is:{string_to_sign}"
+    )]
+    SignatureDoesNotMatch {
+        /// The string-to-sign the server computed from the request it received.
+        string_to_sign: String,
+    },
     /// No such AccessKey id (or it was revoked).
     #[error("specified access key is not found")]
     AccessKeyNotFound,
@@ -93,7 +124,7 @@ impl VerifyError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::IncompleteSignature(_) => "IncompleteSignature",
-            Self::SignatureDoesNotMatch => "SignatureDoesNotMatch",
+            Self::SignatureDoesNotMatch { .. } => "SignatureDoesNotMatch",
             Self::AccessKeyNotFound => "InvalidAccessKeyId.NotFound",
             Self::MissingParameter(_) => "MissingParameter",
             Self::UnsupportedSignatureMethod(_) => "InvalidSignatureMethod",
@@ -143,12 +174,15 @@ where
     }
     match req.headers.header("authorization") {
         Some(auth) if auth.trim_start().starts_with(ACS3_ALGORITHM) => {
-            verify_acs3(req, auth, params, lookup)
+            verify_acs3(req, &auth, params, lookup)
         }
         _ => verify_rpc(req.method, params, lookup),
     }
 }
 
+/// Pairs of a query or a form body, decoded as `application/x-www-form-urlencoded`
+/// (`+` is a space), as the service does: the official SDK sends a space in a
+/// query parameter as `+` (the `DescribeManagedInstances-unicode` vector).
 fn decode_form(raw: &[u8]) -> Vec<(String, String)> {
     url::form_urlencoded::parse(raw)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -212,7 +246,7 @@ where
         let value = req.headers.header(name).ok_or_else(|| {
             VerifyError::IncompleteSignature(format!("signed header {name:?} is absent"))
         })?;
-        signed.push((name.to_owned(), value.to_owned()));
+        signed.push((name.to_owned(), value.into_owned()));
     }
     for must in [
         "host",
@@ -227,12 +261,6 @@ where
         }
     }
     let body_hash = sha256_hex(req.body);
-    if let Some(claimed) = req.headers.header("x-acs-content-sha256")
-        && !claimed.eq_ignore_ascii_case(&body_hash)
-    {
-        return Err(VerifyError::SignatureDoesNotMatch);
-    }
-    let secret = lookup(auth.credential).ok_or(VerifyError::AccessKeyNotFound)?;
     let (canonical, _) = acs3_canonical_request(
         req.method,
         req.path,
@@ -240,17 +268,24 @@ where
         &signed,
         &body_hash,
     );
-    let expected = acs3_signature(&secret, &acs3_string_to_sign(&canonical));
+    let string_to_sign = acs3_string_to_sign(&canonical);
+    if let Some(claimed) = req.headers.header("x-acs-content-sha256")
+        && !claimed.eq_ignore_ascii_case(&body_hash)
+    {
+        return Err(VerifyError::SignatureDoesNotMatch { string_to_sign });
+    }
+    let secret = lookup(auth.credential).ok_or(VerifyError::AccessKeyNotFound)?;
+    let expected = acs3_signature(&secret, &string_to_sign);
     if !signatures_equal(&auth.signature.to_ascii_lowercase(), &expected) {
-        return Err(VerifyError::SignatureDoesNotMatch);
+        return Err(VerifyError::SignatureDoesNotMatch { string_to_sign });
     }
     Ok(VerifiedCall {
         access_key_id: auth.credential.to_owned(),
-        action: action.to_owned(),
-        version: version.to_owned(),
+        action: action.into_owned(),
+        version: version.into_owned(),
         params,
-        nonce: nonce.to_owned(),
-        timestamp: timestamp.to_owned(),
+        nonce: nonce.into_owned(),
+        timestamp: timestamp.into_owned(),
         security_token: req.headers.header("x-acs-security-token").map(Secret::new),
         signature_version: SignatureVersion::Acs3HmacSha256,
     })
@@ -293,9 +328,10 @@ where
         return Err(VerifyError::UnsupportedSignatureMethod(v));
     }
     let secret = lookup(&access_key_id).ok_or(VerifyError::AccessKeyNotFound)?;
-    let expected = rpc_signature(&secret, &rpc_string_to_sign(method, &params));
+    let string_to_sign = rpc_string_to_sign(method, &params);
+    let expected = rpc_signature(&secret, &string_to_sign);
     if !signatures_equal(&signature, &expected) {
-        return Err(VerifyError::SignatureDoesNotMatch);
+        return Err(VerifyError::SignatureDoesNotMatch { string_to_sign });
     }
     let security_token = get("SecurityToken").ok().map(Secret::new);
     params.retain(|(k, _)| !RPC_COMMON.contains(&k.as_str()));

@@ -1,7 +1,9 @@
 use super::*;
 use crate::command::{Action, CommandKind};
+use crate::decision::{Counters, Stop};
 use crate::playbook::fake::{FakeCloud, api_error, command, instance, retrier};
-use crate::playbook::{Attempts, Run};
+use crate::playbook::{Attempts, Fate, Run};
+use crate::retry::Stopped;
 
 fn world() -> FakeCloud {
     FakeCloud::new(
@@ -14,6 +16,7 @@ fn world() -> FakeCloud {
     )
 }
 
+/// Runs the playbook; `last_chance`: on the processing past the last retry stage.
 async fn go(cloud: &FakeCloud, json: &str, prior: Attempts, last_chance: bool) -> Report {
     let c = command(CommandKind::Decommission, json);
     let r = retrier();
@@ -21,16 +24,19 @@ async fn go(cloud: &FakeCloud, json: &str, prior: Attempts, last_chance: bool) -
         panic!("not a decommission")
     };
     run(
-        Run::new(&c, cloud, &r, prior).last_chance(last_chance),
+        Run::new(&c, cloud, &r, prior).counters(Counters {
+            redeliveries: if last_chance { 3 } else { 0 },
+            parks: 0,
+        }),
         order,
     )
     .await
 }
 
 fn outcome(r: &Report) -> Outcome {
-    match r.end {
-        End::Completed(o) => o,
-        _ => panic!("not completed: {:?}", r.end),
+    match r.fate {
+        Fate::Completed(o) => o,
+        _ => panic!("not completed: {:?}", r.fate),
     }
 }
 
@@ -54,12 +60,13 @@ async fn by_instance_id_uses_command_id_as_client_token_without_lookup() {
     assert_eq!(r.events.len(), 1);
     assert_eq!(r.events[0].kind, EventType::InstanceDeregistered);
     assert_eq!(r.events[0].attempts, Some(1));
-    let term = r
-        .terminal_event(&command(
+    let term = r.completed_event(
+        &command(
             CommandKind::Decommission,
             r#"{"command_id":"c-1","region_id":"cn-hangzhou","instance_id":"mi-aaa1"}"#,
-        ))
-        .expect("terminal");
+        ),
+        outcome(&r),
+    );
     assert_eq!(term.kind, EventType::CommandCompleted);
 }
 
@@ -183,7 +190,17 @@ async fn transient_errors_retry_then_redeliver_then_fail_on_last_chance() {
         false,
     )
     .await;
-    assert!(matches!(r.end, End::Redeliver(_)), "{:?}", r.end);
+    assert!(
+        matches!(
+            r.fate,
+            Fate::Stopped(Stopped {
+                stop: Stop::Redeliver { stage: 0 },
+                ..
+            })
+        ),
+        "{:?}",
+        r.fate
+    );
     let first = r.attempts["deregister:mi-bbb2"];
     assert!(first > 1);
 
@@ -217,13 +234,17 @@ async fn credential_failures_park_and_never_fail() {
         true,
     )
     .await;
-    assert!(matches!(r.end, End::Park(_)), "{:?}", r.end);
+    // Even past the last stage: parked, never failed.
     assert!(
-        r.terminal_event(&command(
-            CommandKind::Decommission,
-            r#"{"command_id":"c-9","region_id":"cn-hangzhou","instance_id":"mi-aaa1"}"#
-        ))
-        .is_none()
+        matches!(
+            r.fate,
+            Fate::Stopped(Stopped {
+                stop: Stop::Park { stage: 0 },
+                ..
+            })
+        ),
+        "{:?}",
+        r.fate
     );
 }
 

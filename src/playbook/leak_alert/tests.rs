@@ -1,7 +1,7 @@
 use super::*;
 use crate::command::{Action, CommandKind};
 use crate::playbook::fake::{FakeCloud, activation, api_error, command, instance, retrier};
-use crate::playbook::{Attempts, Run};
+use crate::playbook::{Attempts, Fate, Run};
 
 const USED: &str = "4ECEEE12-56F1-4FBC-9AB1-890F1234AAAA";
 const UNUSED: &str = "4ECEEE12-56F1-4FBC-9AB1-890F1234BBBB";
@@ -39,9 +39,9 @@ async fn unused_code_is_disabled_then_deleted() {
     )
     .await;
     assert!(
-        matches!(r.end, End::Completed(Outcome::Succeeded)),
+        matches!(r.fate, Fate::Completed(Outcome::Succeeded)),
         "{:?}",
-        r.end
+        r.fate
     );
     assert_eq!(
         kinds(&r),
@@ -63,9 +63,9 @@ async fn used_code_is_not_deleted_and_suspicious_ones_are_quarantined() {
     )
     .await;
     assert!(
-        matches!(r.end, End::Completed(Outcome::Succeeded)),
+        matches!(r.fate, Fate::Completed(Outcome::Succeeded)),
         "{:?}",
-        r.end
+        r.fate
     );
     assert!(cloud.calls(ApiAction::DeleteActivation).is_empty());
     assert_eq!(
@@ -115,9 +115,9 @@ async fn a_later_failure_does_not_hide_the_disable() {
     )
     .await;
     assert!(
-        matches!(r.end, End::Completed(Outcome::PartiallyFailed)),
+        matches!(r.fate, Fate::Completed(Outcome::PartiallyFailed)),
         "{:?}",
-        r.end
+        r.fate
     );
     assert_eq!(
         kinds(&r),
@@ -134,9 +134,9 @@ async fn unknown_code_fails_disable_but_still_reports() {
     let cloud = world();
     let r = go(&cloud, r#"{"command_id":"l-4","region_id":"cn-hangzhou","activation_id":"00000000-0000-0000-0000-000000000000"}"#).await;
     assert!(
-        matches!(r.end, End::Completed(Outcome::PartiallyFailed)),
+        matches!(r.fate, Fate::Completed(Outcome::PartiallyFailed)),
         "{:?}",
-        r.end
+        r.fate
     );
     assert_eq!(kinds(&r)[0], EventType::ActivationDisableFailed);
     assert_eq!(
@@ -154,9 +154,9 @@ async fn dry_run_reads_and_reports_but_changes_nothing() {
     )
     .await;
     assert!(
-        matches!(r.end, End::Completed(Outcome::DryRun)),
+        matches!(r.fate, Fate::Completed(Outcome::DryRun)),
         "{:?}",
-        r.end
+        r.fate
     );
     assert!(cloud.calls(ApiAction::DisableActivation).is_empty());
     assert!(cloud.calls(ApiAction::DeregisterManagedInstance).is_empty());
@@ -190,9 +190,9 @@ async fn quarantine_over_the_limit_is_refused_whole() {
     )
     .await;
     assert!(
-        matches!(report.end, End::Completed(Outcome::PartiallyFailed)),
+        matches!(report.fate, Fate::Completed(Outcome::PartiallyFailed)),
         "{:?}",
-        report.end
+        report.fate
     );
     assert!(cloud.calls(ApiAction::DeregisterManagedInstance).is_empty());
     assert_eq!(

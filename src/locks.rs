@@ -1,6 +1,10 @@
 //! Per-target serialization: two commands for the same instance or activation
-//! code never run at the same time in this process (across processes, the
-//! API's ClientToken and not-found-is-done rules keep effects single).
+//! code never act on it at the same time in this process, and the second acts
+//! only after the first's outcome is confirmed by the broker (across
+//! processes, the API's ClientToken and not-found-is-done rules keep effects
+//! single). Keys are what a command acts on once resolved (`instance:mi-...`,
+//! `activation:...`), never how it named its target: a hostname and an
+//! instance id of one host are one key.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -42,6 +46,19 @@ impl KeyedLocks {
     /// True when no lock is held or awaited.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl TargetGuard {
+    /// The locked key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+impl std::fmt::Debug for TargetGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TargetGuard").field(&self.key).finish()
     }
 }
 

@@ -2,6 +2,7 @@
 //! copies and dead letters, with the headers the contract names.
 
 use crate::broker::publisher::{Outgoing, Routing};
+use crate::decision::Counters;
 use crate::event::Event;
 use crate::playbook::Attempts;
 use crate::trace_context::TraceContext;
@@ -165,22 +166,11 @@ fn carried_headers(props: &BasicProperties, trace: &TraceContext) -> FieldTable 
     with_trace(headers, trace)
 }
 
-/// The retry counters a command carries between processings.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RetryCounts {
-    /// Delayed redeliveries after transient failures.
-    pub redeliveries: u32,
-    /// Parks for credential failures.
-    pub parks: u32,
-}
-
-impl RetryCounts {
-    /// The counters of a delivery (absent or malformed: zero).
-    pub fn of(props: &BasicProperties) -> Self {
-        Self {
-            redeliveries: header_u32(props, REDELIVERIES).unwrap_or(0),
-            parks: header_u32(props, PARKS).unwrap_or(0),
-        }
+/// The retry counters a delivery carries (absent or malformed: zero).
+pub fn counters(props: &BasicProperties) -> Counters {
+    Counters {
+        redeliveries: header_u32(props, REDELIVERIES).unwrap_or(0),
+        parks: header_u32(props, PARKS).unwrap_or(0),
     }
 }
 
@@ -192,7 +182,7 @@ pub fn retry_copy(
     source_queue: &str,
     body: &[u8],
     props: &BasicProperties,
-    counts: RetryCounts,
+    counts: Counters,
     attempts: &Attempts,
     trace: &TraceContext,
 ) -> Outgoing {

@@ -51,9 +51,6 @@ struct Cached {
 #[derive(Debug, Default)]
 struct Slot {
     cached: Option<Cached>,
-    /// Fetches finished so far; a caller that waited through one knows
-    /// whether it can reuse its result.
-    fetches: u64,
     /// The last fetch's failure, shared with those who waited for it.
     failure: Option<ApiError>,
 }
@@ -65,8 +62,10 @@ struct Slot {
 /// call, not one call each in turn behind the lock.
 pub struct SessionCache {
     slot: tokio::sync::Mutex<Slot>,
-    /// Fetches started, read before waiting for the lock.
-    started: std::sync::atomic::AtomicU64,
+    /// Fetches finished so far, read on arrival (before waiting for the
+    /// lock): a caller that sees more when it gets the lock waited through a
+    /// fetch and reuses its result.
+    finished: std::sync::atomic::AtomicU64,
     clock: Clock,
 }
 
@@ -75,7 +74,7 @@ impl SessionCache {
     pub fn new(clock: Clock) -> Self {
         Self {
             slot: tokio::sync::Mutex::new(Slot::default()),
-            started: std::sync::atomic::AtomicU64::new(0),
+            finished: std::sync::atomic::AtomicU64::new(0),
             clock,
         }
     }
@@ -87,7 +86,7 @@ impl SessionCache {
         Fut: Future<Output = Result<Session, ApiError>>,
     {
         use std::sync::atomic::Ordering;
-        let seen = self.started.load(Ordering::Acquire);
+        let seen = self.finished.load(Ordering::Acquire);
         // Held across the fetch: concurrent callers wait and then reuse its result.
         let mut slot = self.slot.lock().await;
         let now = (self.clock)();
@@ -98,15 +97,14 @@ impl SessionCache {
         {
             return Ok(c.session.credentials.clone());
         }
-        // A fetch started after we arrived failed while we waited: its answer is ours.
-        if slot.fetches > seen
+        // A fetch finished while we waited for it, and failed: its answer is ours.
+        if self.finished.load(Ordering::Acquire) > seen
             && let Some(e) = &slot.failure
         {
             return valid_or(slot.cached.as_ref(), now, e.clone());
         }
-        self.started.fetch_add(1, Ordering::AcqRel);
         let result = fetch().await;
-        slot.fetches += 1;
+        self.finished.fetch_add(1, Ordering::AcqRel);
         match result {
             Ok(session) => {
                 let credentials = session.credentials.clone();

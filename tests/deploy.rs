@@ -148,3 +148,60 @@ fn every_runbook_link_lands_on_a_section() {
     assert_eq!(links, alert_count, "every alert has a runbook_url");
     assert!(alert_count >= 6);
 }
+
+/// The init container's command line, run as the pod would run it (the config
+/// path pointing at the repository's copy, nothing reachable): `check` accepts
+/// the settings and fails its checks (exit 1), it does not refuse them (exit 2).
+#[test]
+fn the_preflight_command_line_runs_with_the_configmap() {
+    let deployment = read("deploy/kubernetes/deployment.yaml");
+    let args_line = deployment
+        .lines()
+        .find(|l| l.trim().starts_with("args: [\"check\""))
+        .expect("the init container's args");
+    let inline = args_line.trim().trim_start_matches("args:").trim();
+    let args: Vec<String> = serde_json::from_str(inline).expect("a flow list of strings");
+    let config = repo("deploy/kubernetes/worker.toml").display().to_string();
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|a| {
+            if a == "/etc/lifecycle-worker/worker.toml" {
+                config.clone()
+            } else {
+                a
+            }
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = dir.path().join("amqp-url");
+    std::fs::write(&url, "amqp://nobody:pw@127.0.0.1:1/%2f\n").expect("write");
+    let keys = dir.path().join("command-keys");
+    std::fs::write(&keys, "publisher-a:secret-a\n").expect("write");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lifecycle-worker"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("LIFECYCLE__") || k.starts_with("ALIBABA_CLOUD_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd
+        .args(&args)
+        .env("LIFECYCLE__AMQP__URL_FILE", &url)
+        .env("LIFECYCLE__SECURITY__COMMAND_KEYS_FILE", &keys)
+        .env("LIFECYCLE__ECS__ENDPOINT", "http://127.0.0.1:1")
+        .env("LIFECYCLE__STS__ENDPOINT", "http://127.0.0.1:1")
+        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", "preflight-test")
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "preflight-secret")
+        .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
+        .env("HOME", dir.path())
+        .output()
+        .expect("the binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "checks fail (nothing is reachable), settings accepted:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("FAIL"), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("preflight-secret") && !stderr.contains("preflight-secret"));
+}

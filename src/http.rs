@@ -38,6 +38,9 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
 
 async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
     s.metrics.ready.set(i64::from(s.health.readiness().ready));
+    s.metrics
+        .credentials_failing
+        .set(i64::from(s.health.credentials_bad()));
     (
         [(
             header::CONTENT_TYPE,

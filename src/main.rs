@@ -81,7 +81,19 @@ fn main() -> ExitCode {
                     Ok(s) => s,
                     Err(code) => return Ok(code),
                 };
-                lifecycle_worker::cli::send::run(&settings, args).await?;
+                use lifecycle_worker::cli::bulk::RunEnd;
+                match lifecycle_worker::cli::send::run(&settings, args).await? {
+                    RunEnd::AllGood => {}
+                    RunEnd::NotAllGood => return Ok(ExitCode::FAILURE),
+                    RunEnd::BadInput => return Ok(ExitCode::from(2)),
+                }
+            }
+            Command::Events { config, command } => {
+                let settings = match load(&config) {
+                    Ok(s) => s,
+                    Err(code) => return Ok(code),
+                };
+                lifecycle_worker::cli::events::run(&settings, command).await?;
             }
             Command::DeadLetters { config, command } => {
                 let settings = match load(&config) {

@@ -11,8 +11,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// `kind` + `outcome`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -97,7 +99,62 @@ pub struct Metrics {
     pub throttles: Family<LaneLabel, Counter>,
     /// The adaptive rate allowed now, by region (the lowest of its accounts).
     pub allowed_rate: Family<RegionLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Transient failures sent straight to delayed redelivery because the
+    /// shared retry budget was empty, by action.
+    pub retry_budget_exhausted: Family<ActionLabel, Counter>,
+    /// 1 while the worker's own credentials are known bad (commands parked).
+    pub credentials_failing: Gauge,
+    /// Age of the oldest leak-alert held now (0 when none), set at each scrape.
+    leak_alert_oldest: Gauge<f64, AtomicU64>,
+    /// The leak-alerts held now, by receipt instant.
+    leak_alerts_held: Arc<Held>,
 }
+
+/// Deliveries held now, each with the instant it was received.
+#[derive(Debug, Default)]
+struct Held {
+    next: AtomicU64,
+    since: Mutex<HashMap<u64, Instant>>,
+}
+
+impl Held {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Instant>> {
+        self.since.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn oldest_age(&self, now: Instant) -> Duration {
+        self.lock()
+            .values()
+            .map(|since| now.saturating_duration_since(*since))
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+/// A leak-alert held from receipt until it is settled; dropping it ends the
+/// hold. Security response is the one thing that must not wait, so how long
+/// the oldest one has been unfinished is exported
+/// (`lifecycle_leak_alert_oldest_age_seconds`) for an alert to watch.
+#[derive(Debug)]
+pub struct LeakAlertHold {
+    held: Arc<Held>,
+    id: u64,
+}
+
+impl Drop for LeakAlertHold {
+    fn drop(&mut self) {
+        self.held.lock().remove(&self.id);
+    }
+}
+
+/// The ECS actions, for series that start at 0.
+const ACTIONS: [ApiAction; 5] = [
+    ApiAction::DeregisterManagedInstance,
+    ApiAction::DisableActivation,
+    ApiAction::DeleteActivation,
+    ApiAction::DescribeManagedInstances,
+    ApiAction::DescribeActivations,
+];
 
 fn latency_histogram() -> Histogram {
     Histogram::new([
@@ -129,6 +186,37 @@ impl Metrics {
         let throttles = Family::<LaneLabel, Counter>::default();
         let allowed_rate =
             Family::<RegionLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let retry_budget_exhausted = Family::<ActionLabel, Counter>::default();
+        let credentials_failing = Gauge::default();
+        let leak_alert_oldest = Gauge::<f64, AtomicU64>::default();
+        // Series an alert takes `increase()` of exist from the start at 0: a series
+        // born at 1 shows no increase, so the first event would go unseen.
+        for action in ACTIONS {
+            let _ = retry_budget_exhausted.get_or_create(&ActionLabel {
+                action: action.as_str().to_owned(),
+            });
+        }
+        for reason in ["transient", "credentials"] {
+            let _ = redeliveries.get_or_create(&KindReason {
+                kind: "leak-alert".to_owned(),
+                reason: reason.to_owned(),
+            });
+        }
+        registry.register(
+            "retry_budget_exhausted",
+            "Transient failures sent straight to delayed redelivery because the shared retry budget was empty, by action",
+            retry_budget_exhausted.clone(),
+        );
+        registry.register(
+            "credentials_failing",
+            "1 while the worker's own credentials are known bad: commands are parked in delayed retry",
+            credentials_failing.clone(),
+        );
+        registry.register(
+            "leak_alert_oldest_age_seconds",
+            "Seconds since the oldest leak-alert held now was received (0 when none)",
+            leak_alert_oldest.clone(),
+        );
         registry.register(
             "ecs_rate_limited_calls",
             "ECS calls that waited for the client-side rate limit",
@@ -223,11 +311,28 @@ impl Metrics {
             rate_limit,
             throttles,
             allowed_rate,
+            retry_budget_exhausted,
+            credentials_failing,
+            leak_alert_oldest,
+            leak_alerts_held: Arc::default(),
         })
+    }
+
+    /// Starts holding a leak-alert received now (see [`LeakAlertHold`]).
+    pub fn hold_leak_alert(&self) -> LeakAlertHold {
+        let held = Arc::clone(&self.leak_alerts_held);
+        let id = held.next.fetch_add(1, Ordering::Relaxed);
+        held.lock().insert(id, Instant::now());
+        LeakAlertHold { held, id }
     }
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
+        self.leak_alert_oldest.set(
+            self.leak_alerts_held
+                .oldest_age(Instant::now())
+                .as_secs_f64(),
+        );
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
@@ -312,6 +417,14 @@ impl AttemptObserver for Metrics {
             })
             .inc();
     }
+
+    fn budget_exhausted(&self, action: ApiAction) {
+        self.retry_budget_exhausted
+            .get_or_create(&ActionLabel {
+                action: action.as_str().to_owned(),
+            })
+            .inc();
+    }
 }
 
 #[cfg(test)]
@@ -345,5 +458,46 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("mi-123"));
+    }
+
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    #[test]
+    fn retry_budget_exhaustion_is_counted_by_action() {
+        let m = Metrics::new();
+        m.budget_exhausted(ApiAction::DisableActivation);
+        m.budget_exhausted(ApiAction::DisableActivation);
+        let text = m.render();
+        let series = r#"lifecycle_retry_budget_exhausted_total{action="DisableActivation"}"#;
+        assert_eq!(sample(&text, series), Some(2.0), "{text}");
+        let other = r#"lifecycle_retry_budget_exhausted_total{action="DeleteActivation"}"#;
+        assert_eq!(
+            sample(&text, other),
+            Some(0.0),
+            "exported at 0 from the start: {text}"
+        );
+        let redelivered = r#"lifecycle_redeliveries_total{kind="leak-alert",reason="transient"}"#;
+        assert_eq!(sample(&text, redelivered), Some(0.0), "{text}");
+    }
+
+    #[test]
+    fn the_oldest_held_leak_alert_sets_the_age_until_it_is_released() {
+        let m = Metrics::new();
+        let age = |m: &Metrics| sample(&m.render(), "lifecycle_leak_alert_oldest_age_seconds");
+        assert_eq!(age(&m), Some(0.0), "nothing held");
+        let first = m.hold_leak_alert();
+        std::thread::sleep(Duration::from_millis(30));
+        let second = m.hold_leak_alert();
+        let oldest = age(&m).expect("exported");
+        assert!(oldest >= 0.03, "the first one's age, got {oldest}");
+        drop(first);
+        let now = age(&m).expect("exported");
+        assert!(now < oldest, "the second is younger: {now} vs {oldest}");
+        drop(second);
+        assert_eq!(age(&m), Some(0.0), "released");
     }
 }

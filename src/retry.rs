@@ -149,6 +149,10 @@ pub trait AttemptObserver: Send + Sync {
     fn attempt(&self, action: ApiAction, error: Option<&ApiError>, elapsed: Duration);
     /// Called before sleeping for an immediate retry.
     fn retry(&self, action: ApiAction, wait: Duration);
+    /// Called when the shared retry budget, not the step's time, ended the
+    /// immediate retries of a transient failure: the API is sick enough that
+    /// the worker stopped retrying at once, which an operator must see.
+    fn budget_exhausted(&self, _action: ApiAction) {}
 }
 
 /// An observer that records nothing.
@@ -270,6 +274,18 @@ impl Retrier {
                     next => break next,
                 }
             };
+            // Would an unlimited budget have retried? Then the budget stopped it.
+            if !matches!(next, Next::RetryAfter { .. })
+                && matches!(
+                    decide(&Situation {
+                        budget: u32::MAX,
+                        ..situation
+                    }),
+                    Next::RetryAfter { .. }
+                )
+            {
+                self.observer.budget_exhausted(action);
+            }
             let result = match next {
                 Next::AlreadyDone => Ok(StepResult::AlreadyDone(error)),
                 Next::Fail => Ok(StepResult::Failed(error)),
@@ -549,6 +565,44 @@ mod tests {
         assert_eq!(out.attempts, 1);
         r.budget.earn();
         assert_eq!(r.budget.available(), 1);
+    }
+
+    /// Records what the observer hears about the retry budget.
+    #[derive(Default)]
+    struct Exhaustions(Mutex<Vec<ApiAction>>);
+
+    impl AttemptObserver for Exhaustions {
+        fn attempt(&self, _: ApiAction, _: Option<&ApiError>, _: Duration) {}
+        fn retry(&self, _: ApiAction, _: Duration) {}
+        fn budget_exhausted(&self, action: ApiAction) {
+            self.0.lock().expect("lock").push(action);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_an_empty_budget_is_reported_as_exhausted() {
+        let seen = Arc::new(Exhaustions::default());
+        let mut r = retrier(1000);
+        r.observer = seen.clone();
+        // Running out of time for immediate retries is the normal path: not reported.
+        let script = (0..10)
+            .map(|_| Err(api("InternalError", 500, None)))
+            .collect();
+        let (out, _) = scripted(&r, script).await;
+        assert_eq!(stop_of(&out), Some(Stop::Redeliver { stage: 0 }));
+        assert!(seen.0.lock().expect("lock").is_empty());
+        // Nor is a permanent failure.
+        let (_, _) = scripted(&r, vec![Err(api("ActivationId.InUse", 403, None))]).await;
+        assert!(seen.0.lock().expect("lock").is_empty());
+        // An empty bucket is.
+        let left = r.budget.available();
+        assert!(r.budget.try_spend(left));
+        let (out, _) = scripted(&r, vec![Err(api("InternalError", 500, None))]).await;
+        assert_eq!(stop_of(&out), Some(Stop::Redeliver { stage: 0 }));
+        assert_eq!(
+            *seen.0.lock().expect("lock"),
+            [ApiAction::DisableActivation]
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -259,4 +259,92 @@ async fn counters_hold_exact_values_after_a_scripted_run() {
         }
     }
     assert!(queried > 10);
+
+    // So do the alert rules (deploy/prometheus/alerts.yaml), where a name may also be
+    // one of RabbitMQ's (rabbitmq_prometheus plugin, per-object metrics) listed here.
+    let alerts = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/prometheus/alerts.yaml"
+    ))
+    .expect("alert rules");
+    let exprs = expressions(&alerts);
+    assert!(exprs.len() >= 6, "the rules' expressions: {exprs:#?}");
+    let exprs = exprs.join("\n");
+    let mut named = 0;
+    for name in metric_names(&exprs, "lifecycle_") {
+        named += 1;
+        assert!(
+            exported(&text, &name),
+            "an alert rule uses {name}, which the worker does not export"
+        );
+    }
+    assert!(named >= 7, "the rules name the worker's metrics");
+    for name in metric_names(&exprs, "rabbitmq_") {
+        assert!(
+            RABBITMQ_PLUGIN_METRICS.contains(&name.as_str()),
+            "an alert rule uses {name}, which is neither the worker's nor a known RabbitMQ plugin metric"
+        );
+    }
+}
+
+/// RabbitMQ's own metrics the alert rules may use (rabbitmq_prometheus, per-object).
+const RABBITMQ_PLUGIN_METRICS: &[&str] = &["rabbitmq_queue_messages_ready"];
+
+/// The `expr:` of every rule in a rules file: inline, or a `|` block (the lines
+/// indented deeper than the key).
+fn expressions(rules: &str) -> Vec<String> {
+    let lines: Vec<&str> = rules.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(value) = line.trim_start().strip_prefix("expr:") else {
+            continue;
+        };
+        let indent = line.len() - line.trim_start().len();
+        if value.trim() == "|" {
+            let block: Vec<&str> = lines[i + 1..]
+                .iter()
+                .take_while(|l| l.len() - l.trim_start().len() > indent)
+                .copied()
+                .collect();
+            out.push(block.join("\n"));
+        } else {
+            out.push(value.trim().to_owned());
+        }
+    }
+    out
+}
+
+/// Every identifier starting with `prefix` in `text`.
+fn metric_names(text: &str, prefix: &str) -> Vec<String> {
+    text.match_indices(prefix)
+        .filter(|(i, _)| {
+            !text[..*i]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+        .map(|(i, _)| {
+            text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        })
+        .collect()
+}
+
+/// True when `/metrics` has a sample of `name`, or declares its family (a labelled
+/// family with no sample yet, such as a counter nothing has incremented, is still
+/// exported: its `# TYPE` line is there).
+fn exported(text: &str, name: &str) -> bool {
+    let sampled = text
+        .lines()
+        .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")));
+    let family = ["_total", "_bucket", "_count", "_sum"]
+        .iter()
+        .find_map(|s| name.strip_suffix(s))
+        .unwrap_or(name);
+    sampled
+        || text
+            .lines()
+            .any(|l| l.starts_with(&format!("# TYPE {family} ")))
 }

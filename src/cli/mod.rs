@@ -1,11 +1,14 @@
-//! The command line: `run`, `check`, `simulate`, `send`, `dead-letters`.
+//! The command line: `run`, `check`, `simulate`, `send`, `dead-letters`, `events`.
 //!
 //! `main.rs` only parses and maps errors to exit codes; what each subcommand
 //! does lives here, so it can be called from tests too.
 
+pub mod bulk;
 pub mod check;
 pub mod cloud;
 pub mod dead_letters;
+pub mod events;
+pub mod output;
 pub mod run;
 pub mod send;
 
@@ -36,7 +39,7 @@ pub enum Command {
     },
     /// Run the local ECS Cloud Assistant API simulator.
     Simulate(crate::simulator::SimulateArgs),
-    /// Publish a command.
+    /// Publish a command, or one per row of a file (--from-file).
     Send {
         /// Extra config files.
         #[arg(long = "config")]
@@ -60,5 +63,14 @@ pub enum Command {
         /// list or replay.
         #[command(subcommand)]
         command: dead_letters::DeadLetterCommand,
+    },
+    /// Follow the events the worker publishes.
+    Events {
+        /// Extra config files.
+        #[arg(long = "config")]
+        config: Vec<PathBuf>,
+        /// tail.
+        #[command(subcommand)]
+        command: events::EventsCommand,
     },
 }

@@ -397,6 +397,8 @@ impl Worker {
                 Some(Err(e)) => return Err(e.to_string()),
                 None => return Err("the broker cancelled the consumer".to_owned()),
             };
+            // Held from receipt (waiting for a permit included) to settlement.
+            let held = (kind == CommandKind::LeakAlert).then(|| self.metrics.hold_leak_alert());
             let permit = tokio::select! {
                 () = session.cancelled() => break,
                 p = Arc::clone(self.pool(kind)).acquire_owned() => match p {
@@ -407,6 +409,7 @@ impl Worker {
             let worker = Arc::clone(&self);
             let publisher = publisher.clone();
             let task = async move {
+                let _held = held;
                 worker
                     .handle(delivery, kind, publisher, Slot::held(permit))
                     .await;

@@ -360,7 +360,9 @@ impl Env {
         .collect()
     }
 
-    fn command(&self) -> Command {
+    /// The binary with this environment's settings, for a CLI run the test
+    /// drives itself (spawned, signalled, its output read as it comes).
+    pub fn command(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lifecycle-worker"));
         for (k, _) in std::env::vars() {
             if k.starts_with("LIFECYCLE__") || k.starts_with("ALIBABA_CLOUD_") {

@@ -686,3 +686,236 @@ async fn held_commands_never_go_stale_but_captured_retry_copies_do() {
     );
     assert_eq!(count(&env.events(), &id, "command.completed"), 1);
 }
+
+/// The environment variables `send` and `dead-letters` need to sign like the
+/// worker's publishers.
+const CLI_SIGNING: [(&str, &str); 3] = [
+    ("LIFECYCLE__SECURITY__REQUIRE_SIGNED_COMMANDS", "true"),
+    ("LIFECYCLE__SECURITY__COMMAND_KEYS", KEYS),
+    ("LIFECYCLE__SECURITY__MAX_COMMAND_AGE_S", MAX_AGE_S),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_signs_the_current_time_and_the_body() {
+    let env = Env::new(seed_instances(2)).await;
+    let _w = signed_worker(&env, &[]).await;
+    let sent = capture(&env, &["lifecycle.commands"], "#").await;
+    let before = now();
+    let instance = inst(0);
+    let (code, stdout, stderr) = env
+        .run_cli_with(
+            &[
+                "send",
+                "decommission",
+                "--region",
+                "cn-hangzhou",
+                "--instance-id",
+                &instance,
+                "--key-id",
+                "k1",
+                "--wait",
+                "20",
+                "--output",
+                "json",
+            ],
+            &CLI_SIGNING,
+        )
+        .await;
+    let after = now();
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("\"command.completed\"") && stdout.contains("\"succeeded\""),
+        "{stdout}"
+    );
+    let got = wait_raw(&sent, "the published command", 1).await;
+    let command = &got[0];
+    let ts = match header(command, "x-lifecycle-timestamp") {
+        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        other => panic!("x-lifecycle-timestamp: {other:?}"),
+    };
+    assert!(ts.bytes().all(|b| b.is_ascii_digit()), "{ts}");
+    let seconds: i64 = ts.parse().expect("seconds");
+    assert!(
+        (before..=after).contains(&seconds),
+        "{before} <= {seconds} <= {after}"
+    );
+    let sig = match header(command, "x-lifecycle-signature") {
+        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        other => panic!("x-lifecycle-signature: {other:?}"),
+    };
+    assert_eq!(sig, signature("secret-k1", &ts, &command.data));
+    assert!(!format!("{stdout}{stderr}").contains("secret-k1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_dead_letters_stay_unless_re_signed_and_only_what_a_worker_vouched_for() {
+    let env = Env::new(seed_instances(4)).await;
+    let _w = signed_worker(&env, &[]).await;
+    let t = now();
+    // 1. Authentic and in time, fails: its dead letter is sealed.
+    env.set_faults(
+        json!({"fail_next": [{"action": "DeregisterManagedInstance", "count": 1,
+        "code": "Operation.Forbidden", "status": 403}]}),
+    )
+    .await;
+    let failed = new_id("dl-failed");
+    let b = decommission(&failed, &inst(0));
+    env.publish("decommission", &b, signed_at("k1", t, &b))
+        .await;
+    // 2. A captured command replayed late: rejected, its dead letter unsealed.
+    let expired = new_id("dl-expired");
+    let b = decommission(&expired, &inst(1));
+    env.publish("decommission", &b, signed_at("k1", t - 600, &b))
+        .await;
+    // 3. Signed with a key the worker does not know.
+    let forged = new_id("dl-unknown-key");
+    let b = decommission(&forged, &inst(2));
+    let p = json_props().with_headers(headers(
+        "k9",
+        Some(long(&t.to_string())),
+        &signature("guess", &t.to_string(), &b),
+    ));
+    env.publish("decommission", &b, p).await;
+    env.wait_for("three terminal events", T, |e| {
+        [&failed, &expired, &forged]
+            .iter()
+            .all(|id| !terminal(e, id).is_empty())
+    })
+    .await;
+    assert!(completed(&env.events(), &failed, "failed"));
+    wait_dead_letters(&env, 3).await;
+    // 4. A dead letter published straight to the dead-letter exchange, with
+    // the failed one's seal on a stale command of its own.
+    let planted = new_id("dl-planted");
+    let b = decommission(&planted, &inst(3));
+    let mut h = signed_at("k1", t - 60, &b)
+        .headers()
+        .clone()
+        .unwrap_or_default();
+    for (k, v) in [
+        ("x-lifecycle-dead-letter-reason", "failed"),
+        ("x-lifecycle-error-code", "Operation.Forbidden"),
+        ("x-lifecycle-error-message", "forbidden"),
+        ("x-lifecycle-source-queue", "lifecycle.decommission"),
+    ] {
+        h.insert(k.into(), long(v));
+    }
+    h.insert(
+        "x-lifecycle-dead-letter-seal".into(),
+        long(&dead_letter_seal(&env, &failed).await),
+    );
+    env.publish_to(
+        "lifecycle.dead-letter",
+        "lifecycle.decommission",
+        &b,
+        json_props().with_headers(h),
+    )
+    .await;
+    // Every one of them stale now.
+    while now() <= t + MAX_AGE {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let calls = env.requests().await.len();
+
+    // Plain replay leaves stale signed dead letters where they are, saying why.
+    let (code, stdout, stderr) = env
+        .run_cli_with(&["dead-letters", "replay"], &CLI_SIGNING)
+        .await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    for id in [&failed, &expired, &planted] {
+        assert!(
+            stderr.contains(&format!("left {id} in the dead-letter queue: signed")),
+            "{id}: {stderr}"
+        );
+    }
+    assert!(stderr.contains("0 dead letter(s) replayed"), "{stderr}");
+    assert_eq!(env.queue_len("lifecycle.dead-letter").await, 4);
+
+    // With --re-sign-within: only the one a worker vouched for is signed again.
+    let (code, stdout, stderr) = env
+        .run_cli_with(
+            &["dead-letters", "replay", "--re-sign-within", "1h"],
+            &CLI_SIGNING,
+        )
+        .await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "replayed {failed} to lifecycle.decommission (signed again now)"
+        )),
+        "{stdout}\n{stderr}"
+    );
+    for id in [&expired, &planted] {
+        assert!(
+            stderr.contains(&format!(
+                "left {id} in the dead-letter queue: not signed again: no worker vouched"
+            )),
+            "{id}: {stderr}"
+        );
+    }
+    assert!(
+        stderr.contains(&format!("left {forged} in the dead-letter queue: not signed again: the command names an unknown publisher key")),
+        "{stderr}"
+    );
+    assert!(!format!("{stdout}{stderr}").contains("secret-k1"));
+    env.wait_for("the re-signed command completes", T, |e| {
+        completed(e, &failed, "succeeded")
+    })
+    .await;
+    assert_eq!(env.queue_len("lifecycle.dead-letter").await, 3);
+    let reqs = env.requests().await;
+    assert_eq!(reqs.len(), calls + 1, "one call, the re-signed command's");
+    let d = env.deregistrations().await;
+    assert!(d.contains_key(&inst(0)), "{d:?}");
+    for i in 1..=3 {
+        assert!(!d.contains_key(&inst(i)), "{d:?}");
+    }
+}
+
+/// Waits until the dead-letter queue holds `n` messages.
+async fn wait_dead_letters(env: &Env, n: u32) {
+    let deadline = Instant::now() + T;
+    while env.queue_len("lifecycle.dead-letter").await < n {
+        assert!(Instant::now() < deadline, "{n} dead letters");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The dead-letter seal the worker put on `command_id`'s dead letter, read
+/// by taking the queue's messages and putting them back.
+async fn dead_letter_seal(env: &Env, command_id: &str) -> String {
+    let chan = env.conn.create_channel().await.expect("channel");
+    let mut seal = None;
+    let mut taken = Vec::new();
+    while let Some(m) = chan
+        .basic_get(
+            "lifecycle.dead-letter".into(),
+            lapin::options::BasicGetOptions { no_ack: false },
+        )
+        .await
+        .expect("get")
+    {
+        if String::from_utf8_lossy(&m.delivery.data).contains(command_id)
+            && let Some(AMQPValue::LongString(s)) = m
+                .delivery
+                .properties
+                .headers()
+                .as_ref()
+                .and_then(|h| h.inner().get("x-lifecycle-dead-letter-seal"))
+        {
+            seal = Some(String::from_utf8_lossy(s.as_bytes()).into_owned());
+        }
+        taken.push(m.delivery);
+    }
+    for d in taken {
+        d.acker
+            .nack(lapin::options::BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+            .expect("requeue");
+    }
+    let _ = chan.close(200, "done".into()).await;
+    seal.unwrap_or_else(|| panic!("{command_id}'s dead letter is sealed"))
+}

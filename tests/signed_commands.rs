@@ -919,3 +919,173 @@ async fn dead_letter_seal(env: &Env, command_id: &str) -> String {
     let _ = chan.close(200, "done".into()).await;
     seal.unwrap_or_else(|| panic!("{command_id}'s dead letter is sealed"))
 }
+
+/// A fenced block of the README that starts with `first_line`.
+fn readme_block(first_line: &str) -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let start = readme
+        .find(&format!("\n{first_line}\n"))
+        .unwrap_or_else(|| panic!("the README has a block starting {first_line:?}"));
+    let rest = &readme[start + 1..];
+    rest[..rest.find("\n```").expect("the block ends")].to_owned() + "\n"
+}
+
+/// Runs `program` with `args` and `envs`; its stdout (it must succeed).
+fn run_tool(program: &str, args: &[&str], envs: &[(&str, &str)]) -> String {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
+    assert!(
+        out.status.success(),
+        "{program}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The README's publisher examples, run for real: the Python one with a
+/// stand-in `pika` that records what it would publish, the shell one with a
+/// stand-in `rabbitmqadmin`; what they would publish is then published, and
+/// the worker must carry both out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_publisher_examples_are_accepted() {
+    let mut seed = seed_instances(0);
+    let mut hosts = Vec::new();
+    for (i, host) in ["web-1", "web-2"].iter().enumerate() {
+        let mut instance = instance_json(&inst(i), None);
+        instance["Hostname"] = json!(host);
+        hosts.push(instance);
+    }
+    seed["Instances"] = json!(hosts);
+    let env = Env::new(seed).await;
+    let _w = signed_worker(&env, &[]).await;
+    let dir = env.tmp.path();
+    let envs = [
+        ("KEY_ID", "k1"),
+        ("KEY_SECRET", "secret-k1"),
+        ("AMQP_URL", "amqp://stand-in"),
+    ];
+
+    // Python: the block as it is, `pika` replaced by a recorder.
+    let python =
+        readme_block("# publish_signed.py: sign and publish one command (pip install pika)");
+    std::fs::write(dir.join("publish_signed.py"), python).expect("write");
+    std::fs::create_dir_all(dir.join("stub")).expect("stub dir");
+    std::fs::write(
+        dir.join("stub/pika.py"),
+        r#"import base64, json, os
+class URLParameters:
+    def __init__(self, url): self.url = url
+class BasicProperties:
+    def __init__(self, **kw): self.kw = kw
+class _Channel:
+    def confirm_delivery(self): pass
+    def basic_publish(self, exchange, routing_key, body, properties, mandatory=False):
+        with open(os.environ["PUBLISHED"], "w") as f:
+            json.dump({"exchange": exchange, "routing_key": routing_key,
+                       "body": base64.b64encode(body).decode(), "props": properties.kw}, f)
+class BlockingConnection:
+    def __init__(self, params): pass
+    def channel(self): return _Channel()
+    def close(self): pass
+"#,
+    )
+    .expect("stub");
+    let published = dir.join("python.json");
+    let stub = dir.join("stub");
+    let mut python_env = envs.to_vec();
+    python_env.push(("PYTHONPATH", stub.to_str().expect("utf-8")));
+    python_env.push(("PUBLISHED", published.to_str().expect("utf-8")));
+    let script = dir.join("publish_signed.py");
+    run_tool("python3", &[script.to_str().expect("utf-8")], &python_env);
+    let p: Value = serde_json::from_str(&std::fs::read_to_string(&published).expect("recorded"))
+        .expect("json");
+    let body = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        p["body"].as_str().expect("body"),
+    )
+    .expect("base64");
+    let mut h = FieldTable::default();
+    for (k, v) in p["props"]["headers"].as_object().expect("headers") {
+        h.insert(
+            k.as_str().into(),
+            long(v.as_str().expect("a string header")),
+        );
+    }
+    let props = BasicProperties::default()
+        .with_content_type(p["props"]["content_type"].as_str().expect("ct").into())
+        .with_headers(h);
+    env.publish_to(
+        p["exchange"].as_str().expect("exchange"),
+        p["routing_key"].as_str().expect("key"),
+        &body,
+        props,
+    )
+    .await;
+
+    // Shell: the block as it is, after a stand-in rabbitmqadmin.
+    let shell = readme_block("# publish_signed.sh: sign with openssl, publish with rabbitmqadmin");
+    let args_file = dir.join("rabbitmqadmin.args");
+    let script =
+        format!("set -eu\nrabbitmqadmin() {{ printf '%s\\n' \"$@\" > \"$ARGS\"; }}\n{shell}");
+    let mut shell_env = envs.to_vec();
+    shell_env.push(("ARGS", args_file.to_str().expect("utf-8")));
+    run_tool("bash", &["-c", &script], &shell_env);
+    let args = std::fs::read_to_string(&args_file).expect("recorded");
+    let arg = |name: &str| -> String {
+        args.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("{name}= in {args}"))
+            .to_owned()
+    };
+    let props: Value = serde_json::from_str(&arg("properties")).expect("properties json");
+    let mut h = FieldTable::default();
+    for (k, v) in props["headers"].as_object().expect("headers") {
+        h.insert(
+            k.as_str().into(),
+            long(v.as_str().expect("a string header")),
+        );
+    }
+    let sh_props = BasicProperties::default()
+        .with_content_type(props["content_type"].as_str().expect("ct").into())
+        .with_headers(h);
+    env.publish_to(
+        &arg("exchange"),
+        &arg("routing_key"),
+        arg("payload").as_bytes(),
+        sh_props,
+    )
+    .await;
+
+    env.wait_for("both examples' commands", T, |e| {
+        completed(e, "offboard-web-1", "succeeded") && completed(e, "offboard-web-2", "succeeded")
+    })
+    .await;
+    let d = env.deregistrations().await;
+    assert!(
+        d.contains_key(&inst(0)) && d.contains_key(&inst(1)),
+        "{d:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_scopes_stop_start_up_naming_the_key_and_the_part() {
+    let env = Env::new(seed_instances(0)).await;
+    let mut vars = CLI_SIGNING.to_vec();
+    vars.push((
+        "LIFECYCLE__SECURITY__KEY_SCOPES",
+        "soc=leak-alert:*:*, off=decommission:cn-hangzhou",
+    ));
+    let (code, _, stderr) = env.run_cli_with(&["run"], &vars).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("security.key_scopes")
+            && stderr.contains("key \"off\"")
+            && stderr.contains("\"decommission:cn-hangzhou\""),
+        "{stderr}"
+    );
+    assert!(!SECRETS.iter().any(|s| stderr.contains(s)), "{stderr}");
+}

@@ -24,6 +24,8 @@ const ALERTS: usize = 20;
 const PER_CODE: usize = 3;
 const BACKLOG: usize = 10_000;
 const LATENCY_MS: u64 = 50;
+/// How long the throttled backlog run samples the adaptive rate.
+const TRACE_FOR: Duration = Duration::from_secs(30);
 
 fn activation_id(a: usize) -> String {
     format!("4ECEEE12-56F1-4FBC-9AB1-{a:012X}")
@@ -296,6 +298,13 @@ async fn phase(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    if backlog && throttle {
+        // Long enough a trace to see where the adaptive rate settles.
+        let until = started + TRACE_FOR;
+        while Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     sampler.abort();
     let completed = {
         let s = seen.lock().expect("seen");
@@ -414,8 +423,8 @@ pub async fn contain(args: &Args, report: &Report, logdir: &std::path::Path) {
             report.line("\nAdaptive rate in the last backlog run (`lifecycle_ecs_allowed_rate_per_second`, seconds since the first publish → calls/s):\n");
             let samples: Vec<String> = last_trace
                 .iter()
-                .step_by(2)
-                .map(|(t, r)| format!("{t:.1}s {r:.0}"))
+                .step_by(8)
+                .map(|(t, r)| format!("{t:.0}s {r:.0}"))
                 .collect();
             report.line(&format!("`{}`", samples.join(" · ")));
         }

@@ -110,7 +110,7 @@ impl Default for Args {
 }
 
 const USAGE: &str = "\
-harness [--scenario all|ceiling|python|little|errors|latency|rss|matrix|custom]
+harness [--scenario all|ceiling|python|little|errors|latency|rss|matrix|custom|contain]
         [--runs 5] [--n 5000] [--systems worker,relay,python]
         [--concurrency 1,16,64,256] [--latency-ms 0,50] [--error-rate 0,0.3]
         [--prefetch P] [--rate R] [--preload] [--timeout-s 600] [--out FILE]
@@ -376,6 +376,17 @@ fn faults(latency_ms: u64, error_rate: f64) -> Faults {
 async fn start_sim(n: usize, faults: Faults, logdir: &std::path::Path, tag: &str) -> Sim {
     let seed = logdir.join(format!("seed-{tag}.json"));
     std::fs::write(&seed, seed_json(n)).expect("seed file");
+    start_sim_seeded(&seed, faults, logdir, tag).await
+}
+
+/// A simulator serving the world in `seed` (removed with the simulator).
+async fn start_sim_seeded(
+    seed: &std::path::Path,
+    faults: Faults,
+    logdir: &std::path::Path,
+    tag: &str,
+) -> Sim {
+    let seed = seed.to_path_buf();
     let log = std::fs::File::create(logdir.join(format!("sim-{tag}.log"))).expect("sim log");
     let port = free_port();
     let child = clean_command(env!("CARGO_BIN_EXE_lifecycle-worker"))
@@ -826,6 +837,19 @@ fn spawn_sut(
     logdir: &std::path::Path,
     tag: &str,
 ) -> Sut {
+    spawn_sut_with(args, cfg, url, endpoint, logdir, tag, &[])
+}
+
+/// As [`spawn_sut`], with environment variables of the scenario's own last.
+fn spawn_sut_with(
+    args: &Args,
+    cfg: &RunCfg,
+    url: &str,
+    endpoint: &str,
+    logdir: &std::path::Path,
+    tag: &str,
+    extra: &[(&str, &str)],
+) -> Sut {
     let log = logdir.join(format!("{}-{tag}.log", cfg.system.name()));
     let logf = std::fs::File::create(&log).expect("log file");
     let port = free_port();
@@ -843,7 +867,7 @@ fn spawn_sut(
                 }
                 None => clean_command(env!("CARGO_BIN_EXE_lifecycle-worker")),
             };
-            c.arg("run").envs(env);
+            c.arg("run").envs(env).envs(extra.iter().copied());
             (c, Some(port))
         }
         System::Python => {
@@ -1551,6 +1575,9 @@ async fn bench(args: Args) {
         );
     }
 
+    if args.scenario == "contain" {
+        contain::contain(&args, &report, &logdir).await;
+    }
     if args.scenario == "matrix" || args.scenario == "custom" {
         report.line(&format!("\n#### {}\n", args.scenario));
         report.line(HEADER);
@@ -1681,6 +1708,12 @@ async fn relay_child(args: Args) {
 
 #[path = "support/soak.rs"]
 mod soak;
+
+// ---------------------------------------------------------------------------
+// Time to contain
+
+#[path = "support/contain.rs"]
+mod contain;
 
 fn main() {
     let args = parse_args();

@@ -21,9 +21,11 @@
 //! - [`broker`]: RabbitMQ connections, topology and confirmed publishing.
 //! - [`worker`]: consuming, carrying out, executing the plan (the one ack point), reconnecting.
 //! - [`http`], [`health`], [`metrics`], [`telemetry`], [`trace_context`]: operations.
+//! - [`app`]: the worker as a value: built from settings, run until a token fires.
 //! - [`cli`]: the subcommands of the binary; [`simulator`]: the ECS emulator.
 //!
 //! Small shared types: [`secret`], [`credentials`].
+pub mod app;
 pub mod auth;
 pub mod broker;
 pub mod cli;

@@ -196,6 +196,14 @@ impl Metrics {
                 action: action.as_str().to_owned(),
             });
         }
+        for lane in [Lane::Security, Lane::Bulk] {
+            let label = LaneLabel {
+                lane: lane.as_str().to_owned(),
+            };
+            let _ = rate_limited_calls.get_or_create(&label);
+            let _ = rate_limit_wait_seconds.get_or_create(&label);
+            let _ = throttles.get_or_create(&label);
+        }
         for reason in ["transient", "credentials"] {
             let _ = redeliveries.get_or_create(&KindReason {
                 kind: "leak-alert".to_owned(),

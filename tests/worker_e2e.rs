@@ -852,3 +852,42 @@ async fn an_event_exchange_deleted_by_hand_is_declared_again() {
     let d = env.deregistrations().await;
     assert_eq!(d.get(&inst(0)), Some(&json!(1)), "{d:?}");
 }
+
+/// A leaked code's containment is announced when it happens: with a slow API,
+/// `activation.disabled` arrives well before the exposure report and the
+/// quarantine's deregistrations are done, not with them at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containment_is_announced_before_the_quarantine_finishes() {
+    const CODE: &str = "4ECEEE12-56F1-4FBC-9AB1-890F1234C0DE";
+    let seed = json!({
+        "Instances": [instance_json(&inst(0), Some(CODE)), instance_json(&inst(1), Some(CODE))],
+        "Activations": [activation_json(CODE, 2)],
+    });
+    let env = Env::new(seed).await;
+    let _w = env.start_worker(&[]).await;
+    env.set_faults(json!({"latency_ms": 500})).await;
+    let id = new_id("contain");
+    let body =
+        json!({"command_id": id, "region_id": REGION, "activation_id": CODE, "quarantine": "all"});
+    env.send_json("leak-alert", body.to_string().as_bytes())
+        .await;
+    let evs = env
+        .wait_for("completion", T, |e| completed(e, &id, "succeeded"))
+        .await;
+    let at = |ty: &str| {
+        evs.iter()
+            .find(|e| e.command_id() == id && e.ty() == ty)
+            .map(|e| e.received)
+            .expect(ty)
+    };
+    let disabled = at("activation.disabled");
+    let done = at("command.completed");
+    // After the disable: a describe and two deregistrations of 500 ms each.
+    assert!(
+        done.duration_since(disabled) >= Duration::from_millis(1200),
+        "activation.disabled arrived only {:?} before the end",
+        done.duration_since(disabled)
+    );
+    assert!(at("activation.exposure_report") > disabled);
+    assert_eq!(count(&evs, &id, "activation.disabled"), 1, "{evs:#?}");
+}

@@ -13,7 +13,7 @@
 //! simulator's request log for anything else); STS `AssumeRole` only issues
 //! temporary keys.
 
-use super::cloud::CloudAccess;
+use crate::app::CloudAccess;
 use crate::broker::connect::{connect, uri};
 use crate::broker::topology::Topology;
 use crate::domain::error::ApiError;

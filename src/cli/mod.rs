@@ -5,7 +5,6 @@
 
 pub mod bulk;
 pub mod check;
-pub mod cloud;
 pub mod dead_letters;
 pub mod events;
 pub mod output;

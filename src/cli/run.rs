@@ -1,14 +1,7 @@
-//! `lifecycle-worker run`: wire settings, credentials, the ECS client, the
-//! optional embedded simulator, the HTTP listener and the worker together,
-//! and stop cleanly on SIGTERM/SIGINT.
+//! `lifecycle-worker run`: the [`App`], stopped cleanly on SIGTERM/SIGINT.
 
-use super::cloud::CloudAccess;
-use crate::ecs::rate_limit::RateLimiter;
-use crate::health::Health;
-use crate::metrics::Metrics;
+use crate::app::App;
 use crate::settings::Settings;
-use anyhow::Context;
-use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -41,42 +34,8 @@ pub fn cancel_on_signals(token: CancellationToken) {
 
 /// Runs the worker until a signal stops it and in-flight work is done.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    let settings = Arc::new(settings);
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
-    let cloud = CloudAccess::build(&settings).await?;
-    let metrics = Metrics::new();
-    metrics
-        .rate_limit
-        .set(i64::from(settings.ecs.max_calls_per_second));
-    let limiter = RateLimiter::new(settings.ecs.max_calls_per_second, settings.ecs.rate_burst)
-        .observe(metrics.clone());
-    let identities = cloud.identities;
-    let health = Health::new();
-    let http_stop = CancellationToken::new();
-    let (addr, http) = crate::http::serve(
-        settings.http.listen,
-        health.clone(),
-        metrics.clone(),
-        http_stop.clone(),
-    )
-    .await
-    .with_context(|| format!("http.listen: cannot listen on {}", settings.http.listen))?;
-    info!(%addr, "health and metrics listening");
-    let worker = crate::worker::Worker::new(
-        settings.clone(),
-        cloud.ecs,
-        identities,
-        Arc::new(limiter),
-        metrics,
-        health,
-        shutdown,
-    );
-    worker.run().await;
-    http_stop.cancel();
-    let _ = http.await;
-    if let Some(sim) = cloud.simulator {
-        sim.shutdown().await;
-    }
+    App::build(settings).await?.run(shutdown).await;
     Ok(())
 }

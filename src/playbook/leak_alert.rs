@@ -1,7 +1,9 @@
 //! `leak-alert`: shut a leaked activation code off, then find and optionally
 //! quarantine what registered with it.
 //!
-//! 1. DisableActivation (a dry run reads the code with DescribeActivations instead).
+//! 1. DisableActivation (a dry run reads the code with DescribeActivations
+//!    instead); `activation.disabled` is announced at once, confirmed, not held
+//!    until the steps below are done.
 //! 2. DeleteActivation when the code never registered an instance
 //!    (`RegisteredCount` = 0) and `delete_if_unused`; otherwise `delete_skipped`.
 //! 3. DescribeManagedInstances(ActivationId): every instance registered with the
@@ -103,11 +105,13 @@ async fn disable<C: Cloud>(
             request_id,
         }) => {
             let activation = activation.unwrap_or_else(|| Activation::with_id(id));
-            run.events.push(
+            // Contained: say so now, before the exposure report and quarantine.
+            run.announce(
                 Event::for_command(command, EventType::ActivationDisabled, ok_outcome)
                     .with("activation", &activation)
                     .with_call(attempts, request_id.clone()),
-            );
+            )
+            .await;
             run.record(line(step, id, ok_outcome, attempts, request_id, None));
             Ok(Some(activation))
         }

@@ -100,6 +100,15 @@ impl Report {
     }
 }
 
+/// Publishes an event before the command is settled: a leaked code's
+/// containment is announced when it happens, not after the exposure report and
+/// quarantine (the SOC's dashboards and runbooks wait on it).
+pub trait Announce: Send + Sync {
+    /// Publishes `event` now and waits for the broker's confirm; false when it
+    /// could not be, and the event then goes out with the settlement instead.
+    fn announce<'a>(&'a self, event: &'a Event) -> futures::future::BoxFuture<'a, bool>;
+}
+
 /// Shared state of one playbook run: the command, the cloud, the retrier,
 /// and what has been produced so far.
 pub struct Run<'a, C: Cloud> {
@@ -132,6 +141,8 @@ pub struct Run<'a, C: Cloud> {
     pub locks: KeyedLocks,
     /// The locks this run holds.
     pub guards: Vec<TargetGuard>,
+    /// Where events that must not wait for the settlement go (none: they wait).
+    pub announcer: Option<&'a dyn Announce>,
 }
 
 impl<'a, C: Cloud> Run<'a, C> {
@@ -155,7 +166,26 @@ impl<'a, C: Cloud> Run<'a, C> {
             slot: Slot::unbounded(),
             locks: KeyedLocks::default(),
             guards: Vec::new(),
+            announcer: None,
         }
+    }
+
+    /// Publishes events that must not wait for the settlement through `announcer`.
+    pub fn announcer(mut self, announcer: &'a dyn Announce) -> Self {
+        self.announcer = Some(announcer);
+        self
+    }
+
+    /// Publishes `event` at once when an announcer is set and the broker takes
+    /// it; otherwise (or if that fails) it goes out with the settlement, so it
+    /// is never lost either way.
+    pub async fn announce(&mut self, event: Event) {
+        if let Some(announcer) = self.announcer
+            && announcer.announce(&event).await
+        {
+            return;
+        }
+        self.events.push(event);
     }
 
     /// Runs in the worker's concurrency `slot` (unit tests run unbounded).

@@ -51,6 +51,8 @@ pub struct FaultSettings {
     pub action_error_rates: BTreeMap<String, f64>,
     /// Probability of 400 `Throttling.User`.
     pub throttle_rate: f64,
+    /// `x-acs-retry-after` (milliseconds) on those throttling answers.
+    pub throttle_retry_after_ms: Option<u64>,
     /// Probability of 503 `ServiceUnavailable`.
     pub unavailable_rate: f64,
     /// Delay added before every answer, in milliseconds.
@@ -121,11 +123,13 @@ impl FaultSettings {
             return Some(dispatch_error());
         }
         if chance(self.throttle_rate) {
-            return Some(ApiError::new(
+            let mut e = ApiError::new(
                 400,
                 "Throttling.User",
                 "Request was denied due to user flow control.",
-            ));
+            );
+            e.retry_after_ms = self.throttle_retry_after_ms;
+            return Some(e);
         }
         if chance(self.unavailable_rate) {
             return Some(unavailable());

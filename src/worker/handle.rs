@@ -22,9 +22,10 @@ use crate::broker::publisher::{PublishError, Publisher};
 use crate::command::{self, Command, CommandKind, Envelope, FieldError, RejectReason, Rejection};
 use crate::decision::{Counters, Stop, park};
 use crate::domain::error::ApiError;
+use crate::event::Event;
 use crate::health::CredentialProblem;
 use crate::locks::TargetGuard;
-use crate::playbook::{self, Fate, Report, Run};
+use crate::playbook::{self, Announce, Fate, Report, Run};
 use crate::retry::Stopped;
 use crate::settlement::messages;
 use crate::settlement::{self, Delivered, Ending, Plan, Processed, Summary};
@@ -89,7 +90,7 @@ impl Worker {
         // and a task's future is moved by value as it is spawned; one heap
         // allocation here saves copying it around.
         let (plan, guards) = Box::pin(
-            self.process(&delivery, kind, &trace, slot)
+            self.process(&delivery, kind, &trace, &publisher, slot)
                 .instrument(span.clone()),
         )
         .await;
@@ -237,6 +238,7 @@ impl Worker {
         delivery: &Delivery,
         kind: CommandKind,
         trace: &TraceContext,
+        publisher: &Publisher,
         slot: Slot,
     ) -> (Plan, Vec<TargetGuard>) {
         let (read, verified) = self.read(delivery, kind);
@@ -268,7 +270,15 @@ impl Worker {
                 } else {
                     Default::default()
                 };
-                let mut report = self.carry_out(&command, prior, counters, trace, slot).await;
+                let announcer = Announcer {
+                    publisher,
+                    exchange: &self.topology.names.event_exchange,
+                    trace,
+                    metrics: &self.metrics,
+                };
+                let mut report = self
+                    .carry_out(&command, prior, counters, &announcer, slot)
+                    .await;
                 self.observe_credentials(&command, &report);
                 let processed = Processed::Ran {
                     command: &command,
@@ -289,7 +299,7 @@ impl Worker {
         command: &Command,
         prior: playbook::Attempts,
         counters: Counters,
-        trace: &TraceContext,
+        announcer: &Announcer<'_>,
         mut slot: Slot,
     ) -> Report {
         let account = command.account_id.as_ref().map(|a| a.as_str());
@@ -319,11 +329,14 @@ impl Worker {
                 };
             }
         };
-        let cloud = self.ecs.traced(credentials, Some(trace.traceparent()));
+        let cloud = self
+            .ecs
+            .traced(credentials, Some(announcer.trace.traceparent()));
         let run = Run::new(command, &cloud, self.retrier_for(command.kind), prior)
             .counters(counters)
             .limits(self.limits.clone())
             .locks(self.locks.clone())
+            .announcer(announcer)
             .slot(slot);
         match &command.action {
             command::Action::Decommission(order) => playbook::decommission::run(run, order).await,
@@ -517,6 +530,39 @@ impl Worker {
         self.metrics
             .ready
             .set(i64::from(self.health.readiness().ready));
+    }
+}
+
+/// Publishes the events a playbook announces before its settlement (a leaked
+/// code's `activation.disabled`), confirmed, on the session's publisher.
+struct Announcer<'a> {
+    publisher: &'a Publisher,
+    exchange: &'a str,
+    trace: &'a TraceContext,
+    metrics: &'a crate::metrics::Metrics,
+}
+
+impl Announce for Announcer<'_> {
+    fn announce<'b>(&'b self, event: &'b Event) -> futures::future::BoxFuture<'b, bool> {
+        Box::pin(async move {
+            let message = messages::event(self.exchange, event, self.trace);
+            match self
+                .publisher
+                .publish_all(std::slice::from_ref(&message))
+                .await
+            {
+                Ok(published) => {
+                    self.metrics
+                        .unroutable_events
+                        .inc_by(u64::from(published.unroutable_events));
+                    true
+                }
+                Err(e) => {
+                    warn!(error = %e, event = event.kind.as_str(), "could not announce at once; the event goes out with the settlement");
+                    false
+                }
+            }
+        })
     }
 }
 

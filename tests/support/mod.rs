@@ -77,6 +77,8 @@ pub struct Ev {
     pub routing_key: String,
     pub body: Value,
     pub correlation_id: Option<String>,
+    /// When the test received it.
+    pub received: std::time::Instant,
 }
 
 impl Ev {
@@ -702,6 +704,7 @@ async fn spawn_collector(conn: &Connection, queue: &str, events: Events) {
         while let Some(Ok(d)) = consumer.next().await {
             let body: Value = serde_json::from_slice(&d.data).unwrap_or(Value::Null);
             events.lock().expect("lock").push(Ev {
+                received: std::time::Instant::now(),
                 routing_key: d.routing_key.to_string(),
                 body,
                 correlation_id: d

@@ -105,62 +105,106 @@ async fn a_dropped_ticket_spends_no_token() {
     assert_eq!(call(&l, &k, Lane::Bulk).await, Duration::from_millis(100));
 }
 
-/// Throttling lowers the allowed rate once per burst of answers, and
-/// successes bring it back along CUBIC's curve, never past the ceiling.
+/// Throttling lowers the allowed rate by half the throttled fraction each
+/// window; windows without throttling add a twentieth of the ceiling.
 #[tokio::test(start_paused = true)]
 async fn throttling_lowers_the_rate_and_it_recovers() {
     let l = Arc::new(RateLimiter::new(100, 10));
     let k = key("cn-hangzhou");
     assert_eq!(l.allowed_rate(&k), 100.0);
-    assert!(matches!(l.admit(&k, Lane::Bulk), Admission::Now));
-    l.throttled(&k, Lane::Bulk);
-    l.throttled(&k, Lane::Bulk);
-    l.throttled(&k, Lane::Security);
+    // One window: 10 answers, 6 throttled (f = 0.6): 100 · 0.7 + 5 = 75.
+    for i in 0..10 {
+        if i < 6 {
+            l.throttled(&k, Lane::Bulk);
+        } else {
+            l.succeeded(&k);
+        }
+    }
+    tokio::time::sleep(WINDOW).await;
+    l.succeeded(&k);
     assert!(
-        (l.allowed_rate(&k) - 70.0).abs() < 1e-9,
-        "one decrease per burst"
+        (l.allowed_rate(&k) - 75.0).abs() < 1e-9,
+        "{}",
+        l.allowed_rate(&k)
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    l.throttled(&k, Lane::Bulk);
-    assert!(
-        (l.allowed_rate(&k) - 49.0).abs() < 1e-9,
-        "a later throttle lowers again"
-    );
-    // Recovery: K = cbrt(70 * 0.3 / 0.4) ≈ 3.74 s back to 70, then beyond.
+    // Then only successes: +5 per window, up to the ceiling and no further.
     let mut trace = Vec::new();
-    for _ in 0..12 {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+    for _ in 0..8 {
+        tokio::time::sleep(WINDOW).await;
         l.succeeded(&k);
         trace.push(l.allowed_rate(&k));
     }
+    assert_eq!(trace, [80.0, 85.0, 90.0, 95.0, 100.0, 100.0, 100.0, 100.0]);
+}
+
+/// A throttling fraction that does not depend on the rate makes the rate
+/// settle (at ceiling / (10 f)), not fall to the floor.
+#[tokio::test(start_paused = true)]
+async fn a_constant_throttling_fraction_settles_the_rate() {
+    let l = Arc::new(RateLimiter::new(100, 10));
+    let k = key("cn-hangzhou");
+    let mut trace = Vec::new();
+    for _ in 0..120 {
+        for i in 0..10 {
+            if i < 3 {
+                l.throttled(&k, Lane::Bulk);
+            } else {
+                l.succeeded(&k);
+            }
+        }
+        tokio::time::sleep(WINDOW).await;
+        trace.push(l.allowed_rate(&k));
+    }
+    let settled = &trace[60..];
     assert!(
-        trace.windows(2).all(|w| w[1] >= w[0]),
-        "recovery never drops: {trace:?}"
+        settled.iter().all(|r| (r - 100.0 / 3.0).abs() < 1.0),
+        "settles near 33/s: {trace:?}"
     );
+}
+
+/// A quota below the ceiling (throttling only above it) is found and held.
+#[tokio::test(start_paused = true)]
+async fn a_quota_below_the_ceiling_is_found() {
+    let l = Arc::new(RateLimiter::new(100, 10));
+    let k = key("cn-hangzhou");
+    let quota = 40.0;
+    let mut trace = Vec::new();
+    for _ in 0..60 {
+        let rate = l.allowed_rate(&k);
+        // One window's worth of calls at the allowed rate; the API throttles the excess.
+        let calls = rate.round().max(1.0) as u32;
+        let over = ((rate - quota).max(0.0)).round() as u32;
+        for i in 0..calls {
+            if i < over {
+                l.throttled(&k, Lane::Bulk);
+            } else {
+                l.succeeded(&k);
+            }
+        }
+        tokio::time::sleep(WINDOW).await;
+        trace.push(rate);
+    }
+    let settled = &trace[30..];
     assert!(
-        trace[0] > 55.0,
-        "quick while far below the old rate: {trace:?}"
+        settled.iter().all(|r| (30.0..=50.0).contains(r)),
+        "holds near the 40/s quota: {trace:?}"
     );
-    assert!(
-        (trace[3] - 70.0).abs() < 1.0,
-        "about the old rate after K: {trace:?}"
-    );
-    assert!(trace[3] - trace[2] < 1.0, "careful near it: {trace:?}");
-    assert!(trace[6] > 75.0, "then probing past it: {trace:?}");
-    assert_eq!(
-        trace[11], 100.0,
-        "back at the ceiling, not past it: {trace:?}"
-    );
-    // At the ceiling, successes change nothing.
-    l.succeeded(&k);
-    assert_eq!(l.allowed_rate(&k), 100.0);
 }
 
 #[test]
-fn the_cubic_curve_starts_at_beta_and_returns_at_k() {
-    let w = 100.0;
-    assert!((cubic(w, 0.0) - w * BETA).abs() < 1e-9);
-    let k = (w * (1.0 - BETA) / SCALE).cbrt();
-    assert!((cubic(w, k) - w).abs() < 1e-9);
-    assert!(cubic(w, k + 1.0) > w);
+fn the_aimd_step() {
+    assert!(
+        (aimd(100.0, 0.0, 100.0, 1.0) - 100.0).abs() < 1e-9,
+        "capped at the ceiling"
+    );
+    assert!((aimd(50.0, 0.0, 100.0, 1.0) - 55.0).abs() < 1e-9);
+    assert!((aimd(50.0, 1.0, 100.0, 1.0) - 30.0).abs() < 1e-9);
+    assert!(
+        (aimd(50.0, 0.0, 100.0, 3.0) - 65.0).abs() < 1e-9,
+        "idle windows still recover"
+    );
+    assert!(
+        (aimd(0.6, 1.0, 100.0, 0.0) - 0.5).abs() < 1e-9,
+        "never below the floor"
+    );
 }

@@ -212,3 +212,61 @@ async fn quarantine_over_the_limit_is_refused_whole() {
             .all(|i| i["quarantine"] == "refused")
     );
 }
+
+/// Records what was announced and how many API calls had been made by then.
+struct Recorder<'a> {
+    cloud: &'a FakeCloud,
+    announced: std::sync::Mutex<Vec<(EventType, usize)>>,
+    works: bool,
+}
+
+impl crate::playbook::Announce for Recorder<'_> {
+    fn announce<'b>(&'b self, event: &'b Event) -> futures::future::BoxFuture<'b, bool> {
+        let calls = self.cloud.world.lock().map(|w| w.calls.len()).unwrap_or(0);
+        self.announced
+            .lock()
+            .expect("lock")
+            .push((event.kind, calls));
+        Box::pin(async move { self.works })
+    }
+}
+
+/// Containment is announced when the code is disabled, before the exposure
+/// report and quarantine make their calls; if the announcement cannot be
+/// published, the event goes out with the settlement instead.
+#[tokio::test(start_paused = true)]
+async fn the_disabled_code_is_announced_before_the_exposure_report() {
+    for works in [true, false] {
+        let cloud = world();
+        let recorder = Recorder {
+            cloud: &cloud,
+            announced: std::sync::Mutex::new(Vec::new()),
+            works,
+        };
+        let c = command(
+            CommandKind::LeakAlert,
+            &format!(
+                r#"{{"command_id":"l-9","region_id":"cn-hangzhou","activation_id":"{USED}","quarantine":"all"}}"#
+            ),
+        );
+        let r = retrier();
+        let Action::LeakAlert(alert) = &c.action else {
+            panic!("not a leak alert")
+        };
+        let report = run(
+            Run::new(&c, &cloud, &r, Attempts::new()).announcer(&recorder),
+            alert,
+        )
+        .await;
+        assert!(matches!(report.fate, Fate::Completed(Outcome::Succeeded)));
+        let announced = recorder.announced.into_inner().expect("lock");
+        // Announced after its one call (DisableActivation), before any other.
+        assert_eq!(announced, [(EventType::ActivationDisabled, 1)]);
+        assert_eq!(cloud.calls(ApiAction::DeregisterManagedInstance).len(), 3);
+        let settled = kinds(&report).contains(&EventType::ActivationDisabled);
+        assert_eq!(
+            settled, !works,
+            "published once: now, or with the settlement"
+        );
+    }
+}

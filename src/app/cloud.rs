@@ -1,7 +1,8 @@
-//! The worker's way to the cloud, built once from settings and shared by `run`
-//! and `check`, so the preflight signs with exactly the credentials, endpoint
+//! The worker's way to the cloud, built once from settings and shared by the
+//! app (`run`) and `check`, so the preflight signs with exactly the credentials, endpoint
 //! and signature `run` would use.
 
+use super::AppError;
 use crate::credentials::Credentials;
 use crate::credentials::chain::{default_chain, env_credentials};
 use crate::credentials::identities::Identities;
@@ -11,7 +12,6 @@ use crate::ecs::client::{EcsClient, Timeouts, http_client};
 use crate::ecs::endpoint::Endpoint;
 use crate::settings::Settings;
 use crate::simulator::{self, SimulatorHandle};
-use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
@@ -52,11 +52,11 @@ impl CloudAccess {
     /// Builds everything from settings; resolves the default credential chain
     /// once so the log names the source (a failure there is not fatal: `run`
     /// reports it in readiness, `check` in its lines).
-    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+    pub async fn build(settings: &Settings) -> Result<Self, AppError> {
         let env = |k: &str| std::env::var(k).ok();
         let mut credentials = explicit_credentials(settings);
-        let mut endpoint =
-            Endpoint::from_setting(&settings.ecs.endpoint).context("ecs.endpoint")?;
+        let mut endpoint = Endpoint::from_setting(&settings.ecs.endpoint)
+            .map_err(|e| AppError::Endpoint("ecs.endpoint", e))?;
         let mut embedded = None;
         if settings.simulator.enabled {
             // The embedded simulator knows one key: explicit, from the environment, or a local one.
@@ -65,9 +65,10 @@ impl CloudAccess {
             let seed = if settings.simulator.seed_file.is_empty() {
                 None
             } else {
-                Some(simulator::Seed::from_file(std::path::Path::new(
-                    &settings.simulator.seed_file,
-                ))?)
+                Some(
+                    simulator::Seed::from_file(std::path::Path::new(&settings.simulator.seed_file))
+                        .map_err(AppError::Simulator)?,
+                )
             };
             let sim = simulator::start(simulator::SimulatorConfig {
                 listen: settings.simulator.listen,
@@ -77,9 +78,10 @@ impl CloudAccess {
                 faults: simulator::FaultSettings::default(),
             })
             .await
-            .context("starting the embedded simulator")?;
+            .map_err(AppError::Simulator)?;
             info!(endpoint = %sim.endpoint(), "embedded ECS simulator running");
-            endpoint = Endpoint::from_setting(&sim.endpoint()).context("simulator endpoint")?;
+            endpoint = Endpoint::from_setting(&sim.endpoint())
+                .map_err(|e| AppError::Endpoint("simulator.listen", e))?;
             credentials = Some(creds);
             embedded = Some(sim);
         }
@@ -87,14 +89,14 @@ impl CloudAccess {
             connect: Duration::from_millis(settings.ecs.connect_timeout_ms),
             request: Duration::from_millis(settings.ecs.request_timeout_ms),
         };
-        let ecs = EcsClient::new(endpoint, settings.ecs.signature, timeouts)
-            .context("building the HTTP client")?;
+        let ecs =
+            EcsClient::new(endpoint, settings.ecs.signature, timeouts).map_err(AppError::Http)?;
         let sts = StsClient::new(
-            http_client(timeouts).context("building the HTTP client")?,
+            http_client(timeouts).map_err(AppError::Http)?,
             &settings.sts.endpoint,
             settings.ecs.signature,
         )
-        .context("sts.endpoint")?;
+        .map_err(|e| AppError::Endpoint("sts.endpoint", e))?;
         let roles = settings.accounts.roles.0.iter().cloned().collect();
         let own: Arc<dyn Provider> = match credentials {
             Some(c) => {
@@ -117,7 +119,7 @@ impl CloudAccess {
                     settings,
                     &env,
                     home,
-                    http_client(timeouts).context("building the HTTP client")?,
+                    http_client(timeouts).map_err(AppError::Http)?,
                     sts.clone(),
                 );
                 info!(sources = ?chain.candidates(), "default credential chain");

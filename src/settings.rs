@@ -8,6 +8,7 @@
 
 pub mod lists;
 
+pub use crate::auth::scopes::KeyScopes;
 use crate::ecs::sign::SignatureVersion;
 use crate::secret::Secret;
 use config::{Config, Environment, File, FileFormat};
@@ -232,6 +233,11 @@ pub struct SecuritySettings {
     pub command_keys: CommandKeys,
     /// A file holding the publisher keys (same format), instead of `command_keys`.
     pub command_keys_file: String,
+    /// A signed command's timestamp may be this far from the worker's clock,
+    /// either way (commands the worker holds in its retry stages excepted).
+    pub max_command_age_s: u64,
+    /// What each publisher key may ask for (`key_id=kind:region:account|...`).
+    pub key_scopes: KeyScopes,
     /// AMQP `user_id`s allowed to publish commands (empty: any). RabbitMQ
     /// checks `user_id` against the connection's user, so this cannot be forged.
     pub allowed_publishers: StringList,
@@ -476,6 +482,7 @@ impl Settings {
                 "required when security.require_signed_commands is true",
             ));
         }
+        self.validate_signing()?;
         let names = [
             ("topology.command_exchange", &self.topology.command_exchange),
             (
@@ -513,6 +520,33 @@ impl Settings {
                     format!("{} is not a readable file", seed.display()),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// Signed-command settings that only make sense together.
+    fn validate_signing(&self) -> Result<(), SettingsError> {
+        let security = &self.security;
+        positive("security.max_command_age_s", security.max_command_age_s)?;
+        if security.key_scopes.is_empty() {
+            return Ok(());
+        }
+        if !security.require_signed_commands {
+            return Err(SettingsError::invalid(
+                "security.key_scopes",
+                "limits signed keys: it needs security.require_signed_commands = true",
+            ));
+        }
+        // A scope under a misspelt key id would leave the real key unlimited.
+        if let Some(key) = security
+            .key_scopes
+            .key_ids()
+            .find(|k| crate::auth::key(&security.command_keys.0, k).is_none())
+        {
+            return Err(SettingsError::invalid(
+                "security.key_scopes",
+                format!("key {key:?} is not in security.command_keys"),
+            ));
         }
         Ok(())
     }
@@ -588,5 +622,8 @@ fn from_config_error(e: config::ConfigError) -> SettingsError {
     SettingsError::Invalid { key, reason: text }
 }
 
+#[cfg(test)]
+#[path = "settings/signing_tests.rs"]
+mod signing_tests;
 #[cfg(test)]
 mod tests;

@@ -17,6 +17,7 @@
 //! | stopped: park in stage S | step events, retry copy to S (one more park) | ack after confirms |
 //! | stopped: requeue (shutdown) | none | requeue unchanged |
 
+use crate::auth::seal::Sealer;
 use crate::broker::publisher::Outgoing;
 use crate::broker::topology::Topology;
 use crate::command::{Command, CommandKind, Rejection};
@@ -60,6 +61,9 @@ pub struct Delivered<'a> {
     pub props: &'a BasicProperties,
     /// The command queue it came from.
     pub source_queue: &'a str,
+    /// For a signed command that was authentic and in time: seals its retry
+    /// copy and its dead letter (`auth::seal`).
+    pub sealer: Option<&'a Sealer>,
 }
 
 /// How the delivery ends.
@@ -209,10 +213,8 @@ fn ran(
             };
             let mut messages: Vec<Outgoing> = step_events().collect();
             messages.push(messages::retry_copy(
-                &topology.stage(stage).name,
-                delivered.source_queue,
-                delivered.body,
-                delivered.props,
+                &topology.stage(stage),
+                delivered,
                 next,
                 &report.attempts,
                 trace,
@@ -244,6 +246,7 @@ fn dead_letter(
             message,
             source_queue: delivered.source_queue,
         },
+        delivered.sealer,
         trace,
     )
 }

@@ -684,3 +684,21 @@ async fn real_events_match_their_schemas() {
         started.elapsed()
     );
 }
+
+/// The schema lists exactly the worker's rejection reasons.
+#[test]
+fn rejection_reasons_are_the_workers() {
+    let files = schema_files();
+    let schema = &files[&format!("{URN}event.command.rejected")];
+    let listed: BTreeSet<&str> = schema["properties"]["reason"]["enum"]
+        .as_array()
+        .expect("an enum of reasons")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let ours: BTreeSet<&str> = lifecycle_worker::command::RejectReason::ALL
+        .iter()
+        .map(|r| r.as_str())
+        .collect();
+    assert_eq!(listed, ours);
+}

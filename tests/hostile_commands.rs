@@ -91,3 +91,63 @@ fn corpus_covers_every_parse_reason() {
         }
     }
 }
+
+/// The timestamp cases: valid commands whose only fault is the
+/// `x-lifecycle-timestamp` header, signed as a publisher would sign them;
+/// `auth::verify` refuses each with its reason and the problem names no key.
+#[test]
+fn every_timestamp_case_is_refused_by_the_signature_check() {
+    use lapin::BasicProperties;
+    use lapin::types::{AMQPValue, FieldTable, LongString};
+    use lifecycle_worker::auth;
+    use lifecycle_worker::secret::Secret;
+
+    let cases = corpus::load_timestamp_cases();
+    assert!(cases.len() >= 20, "{} timestamp cases", cases.len());
+    let mut names: BTreeSet<String> = load().into_iter().map(|c| c.name).collect();
+    let secret = Secret::new("corpus-secret");
+    let keys = [("k1".to_owned(), secret.clone())];
+    let now = auth::unix_now();
+    let mut failures = Vec::new();
+    for case in &cases {
+        assert!(
+            names.insert(case.name.clone()),
+            "{}: name not unique",
+            case.name
+        );
+        let kind = CommandKind::from_name(&case.kind).expect("kind");
+        let envelope = Envelope {
+            kind,
+            body: case.body.as_bytes(),
+            content_type: Some("application/json"),
+            message_id: None,
+        };
+        if let Err(r) = parse(&envelope, &Policy::default()) {
+            failures.push(format!(
+                "{}: the body itself is refused: {}",
+                case.name,
+                r.message()
+            ));
+        }
+        let long = |s: &str| AMQPValue::LongString(LongString::from(s));
+        let mut h = FieldTable::default();
+        h.insert(auth::KEY_ID_HEADER.into(), long("k1"));
+        h.insert(auth::TIMESTAMP_HEADER.into(), case.value());
+        let sig = auth::sign(&secret, &case.signing_text(), case.body.as_bytes());
+        h.insert(auth::SIGNATURE_HEADER.into(), long(&sig));
+        let props = BasicProperties::default().with_headers(h);
+        match auth::verify(&keys, &props, case.body.as_bytes(), 300, now) {
+            Ok(_) => failures.push(format!("{}: accepted", case.name)),
+            Err(e) => {
+                if e.reason().as_str() != case.reason {
+                    failures.push(format!("{}: {} ({e})", case.name, e.reason()));
+                }
+                let text = e.to_string();
+                if !safe_to_echo(&text) || text.contains("corpus-secret") {
+                    failures.push(format!("{}: unsafe problem {text:?}", case.name));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}

@@ -231,6 +231,56 @@ async fn replay_corpus(env: &Env, signing: Signing) {
     assert!(dl_failures.is_empty(), "{dl_failures:#?}");
 }
 
+/// The corpus's timestamp cases, signed with k1 over the header's text: one
+/// rejection each with its reason, one dead letter each (drained), no API
+/// call, and the worker goes on.
+async fn replay_timestamp_cases(env: &Env) {
+    let cases = corpus::load_timestamp_cases();
+    let n = cases.len();
+    let calls = env.requests().await.len();
+    let (reply_to, replies) = reply_queue(env).await;
+    for case in &cases {
+        let body = case.body.as_bytes();
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "x-lifecycle-key-id".into(),
+            AMQPValue::LongString(LongString::from("k1")),
+        );
+        headers.insert("x-lifecycle-timestamp".into(), case.value());
+        let sig = sign_at("secret1", &case.signing_text(), body);
+        headers.insert(
+            "x-lifecycle-signature".into(),
+            AMQPValue::LongString(LongString::from(sig)),
+        );
+        let props = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_reply_to(reply_to.as_str().into())
+            .with_correlation_id(case.name.as_str().into())
+            .with_headers(headers);
+        env.publish(&case.kind, body, props).await;
+    }
+    let got = wait_events(&replies, "one reply per timestamp case", T, |r| {
+        r.len() >= n
+    })
+    .await;
+    let mut failures = Vec::new();
+    for case in &cases {
+        let mine: Vec<&Ev> = got
+            .iter()
+            .filter(|r| r.correlation_id.as_deref() == Some(case.name.as_str()))
+            .collect();
+        match mine.as_slice() {
+            [r] if r.ty() == "command.rejected" && r.body["reason"] == case.reason.as_str() => {}
+            other => failures.push(format!("{}: {other:#?}", case.name)),
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert_eq!(env.requests().await.len(), calls, "no API call");
+    wait_queue_len(env, "lifecycle.dead-letter", u32::try_from(n).expect("n")).await;
+    let dls = env.drain_queue("lifecycle.dead-letter").await;
+    assert_eq!(dls.len(), n, "one dead letter per timestamp case");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_corpus_is_rejected_live_without_any_api_call() {
     let env = Env::new(seed_instances(1)).await;
@@ -249,10 +299,32 @@ async fn hostile_corpus_is_rejected_live_without_any_api_call() {
     assert_eq!(env.requests().await.len(), 1);
 }
 
-fn hmac_hex(key: &str, body: &[u8]) -> String {
+/// When this run's commands were signed (decimal Unix seconds): once, so a
+/// signature and its timestamp header always agree; the default age limit
+/// (five minutes) outlasts the test.
+fn signed_at() -> &'static str {
+    static AT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    AT.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            .to_string()
+    })
+}
+
+/// The contract's signature: HMAC-SHA256 of `<timestamp>.<body>`.
+fn sign_at(key: &str, timestamp: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).expect("hmac key");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
     mac.update(body);
     hex::encode(mac.finalize().into_bytes())
+}
+
+/// The signature of `body` at [`signed_at`].
+fn hmac_hex(key: &str, body: &[u8]) -> String {
+    sign_at(key, signed_at(), body)
 }
 
 fn signed_props(key_id: Option<&str>, signature: Option<&str>, label: &str) -> BasicProperties {
@@ -268,6 +340,12 @@ fn sig_headers(key_id: Option<&str>, signature: Option<&str>) -> FieldTable {
         headers.insert(
             "x-lifecycle-key-id".into(),
             AMQPValue::LongString(LongString::from(k)),
+        );
+    }
+    if key_id.is_some() || signature.is_some() {
+        headers.insert(
+            "x-lifecycle-timestamp".into(),
+            AMQPValue::LongString(LongString::from(signed_at())),
         );
     }
     if let Some(s) = signature {
@@ -300,6 +378,7 @@ async fn signed_commands_are_required_and_no_secret_leaks() {
     // The corpus: unsigned, all unauthenticated; signed, each its own reason.
     replay_corpus(&env, Signing::Unsigned).await;
     replay_corpus(&env, Signing::SignedK1).await;
+    replay_timestamp_cases(&env).await;
     let base = env.events().len();
     let body = |label: &str, i: usize| decommission(&format!("signed-{label}"), &inst(i));
     let mut bad: Vec<Unauthentic> = Vec::new();

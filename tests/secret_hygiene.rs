@@ -17,13 +17,23 @@ const KEY1: &str = "command-key-do-not-print-1";
 const KEY2: &str = "command-key-do-not-print-2";
 
 fn signed(body: &[u8], label: &str) -> BasicProperties {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        .to_string();
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(KEY1.as_bytes()).expect("key");
+    mac.update(format!("{now}.").as_bytes());
     mac.update(body);
     let sig = hex::encode(mac.finalize().into_bytes());
     let mut headers = FieldTable::default();
     headers.insert(
         "x-lifecycle-key-id".into(),
         AMQPValue::LongString(LongString::from("k1")),
+    );
+    headers.insert(
+        "x-lifecycle-timestamp".into(),
+        AMQPValue::LongString(LongString::from(now)),
     );
     headers.insert(
         "x-lifecycle-signature".into(),
@@ -103,7 +113,11 @@ async fn secrets_never_leave_the_process() {
         .await;
     w.wait_readyz(200, T).await;
 
-    let secrets = ["testsecret", TOKEN, KEY1, KEY2];
+    // The key the worker derives from KEY1 to seal its retry copies (auth::seal).
+    let mut derive = Hmac::<sha2::Sha256>::new_from_slice(KEY1.as_bytes()).expect("key");
+    derive.update(b"lifecycle-worker seal key, v1");
+    let seal_key = hex::encode(derive.finalize().into_bytes());
+    let secrets = ["testsecret", TOKEN, KEY1, KEY2, seal_key.as_str()];
     let log = w.stderr();
     assert!(log.contains("TRACE"), "the log runs at trace level");
     let events: String = env

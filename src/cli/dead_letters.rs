@@ -6,12 +6,17 @@
 //! the source queue, without the dead-letter headers, before acknowledging
 //! the dead letter: a crash in between duplicates, never loses.
 //!
+//! A signed command's dead letter older than `security.max_command_age_s` is
+//! left in the queue, with why, unless `--re-sign-within` says how old a
+//! command the operator is willing to sign again ([`crate::auth::replay`]).
+//!
 //! Both look only at the dead letters that were there when they started
 //! (the queue's depth then): a replayed command that fails again while a
 //! worker runs comes back to the dead-letter queue behind them and is not
 //! replayed again in the same run. `--limit` bounds what is listed, or what is
 //! replayed.
 
+use crate::auth::replay::{self, Replay};
 use crate::broker::publisher::{Outgoing, Publisher, Routing};
 use crate::settings::Settings;
 use crate::settlement::messages;
@@ -19,6 +24,7 @@ use anyhow::Context;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use serde_json::json;
+use std::time::Duration;
 
 /// `dead-letters` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -37,7 +43,16 @@ pub enum DeadLetterCommand {
         /// At most this many.
         #[arg(long, default_value_t = 10_000)]
         limit: usize,
+        /// Sign again, now, the stale dead letters of signed commands signed at
+        /// most this long ago (e.g. 6h), under their own key, if a worker
+        /// vouched for them; without it they stay in the queue.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        re_sign_within: Option<Duration>,
     },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::settings::lists::parse_duration(s)
 }
 
 fn command_id_of(body: &[u8], props: &lapin::BasicProperties) -> Option<String> {
@@ -59,9 +74,18 @@ pub async fn run(settings: &Settings, command: DeadLetterCommand) -> anyhow::Res
     let channel = connection.create_channel().await?;
     let publisher = Publisher::open(&connection).await?;
     let queue = settings.topology.dead_letter_queue.as_str();
-    let (limit, only) = match &command {
-        DeadLetterCommand::List { limit } => (*limit, None),
-        DeadLetterCommand::Replay { id, limit } => (*limit, id.clone()),
+    let (limit, only, re_sign_within) = match &command {
+        DeadLetterCommand::List { limit } => (*limit, None, None),
+        DeadLetterCommand::Replay {
+            id,
+            limit,
+            re_sign_within,
+        } => (*limit, id.clone(), *re_sign_within),
+    };
+    let policy = replay::Policy {
+        keys: &settings.security.command_keys.0,
+        max_age_s: settings.security.max_command_age_s,
+        re_sign_within,
     };
     let replay = matches!(command, DeadLetterCommand::Replay { .. });
     // The depth now: later arrivals (a replay failing again) are not this run's.
@@ -115,22 +139,31 @@ pub async fn run(settings: &Settings, command: DeadLetterCommand) -> anyhow::Res
             seen.push(delivery);
             continue;
         };
+        let label = id.as_deref().unwrap_or("(no id)");
+        let verdict = replay::judge(&policy, props, &delivery.data, crate::auth::unix_now());
+        if let Replay::Left(why) = &verdict {
+            eprintln!("left {label} in the dead-letter queue: {why}");
+            seen.push(delivery);
+            continue;
+        }
         publisher
             .publish_all(&[Outgoing {
                 exchange: String::new(),
                 routing_key: source.clone(),
                 body: delivery.data.clone(),
-                properties: messages::strip_bookkeeping(props),
+                properties: verdict.properties(messages::strip_bookkeeping(props)),
                 routing: Routing::Required,
             }])
             .await
             .with_context(|| format!("replaying to {source}"))?;
         delivery.acker.ack(BasicAckOptions::default()).await?;
         replayed += 1;
-        println!(
-            "replayed {} to {source}",
-            id.as_deref().unwrap_or("(no id)")
-        );
+        let how = if verdict == Replay::AsIs {
+            ""
+        } else {
+            " (signed again now)"
+        };
+        println!("replayed {label} to {source}{how}");
     }
     // Everything looked at but not replayed goes back.
     for delivery in seen {

@@ -116,7 +116,8 @@ pub struct SendArgs {
     pub id_prefix: String,
 }
 
-/// Headers that sign `body` with the publisher key `key_id` (none without one).
+/// Headers that sign `body` with the publisher key `key_id` at the current
+/// time (none without one): the MAC covers `<timestamp>.<body>`.
 pub fn signing_headers(
     keys: &CommandKeys,
     key_id: Option<&str>,
@@ -124,19 +125,15 @@ pub fn signing_headers(
 ) -> anyhow::Result<FieldTable> {
     let mut headers = FieldTable::default();
     if let Some(key_id) = key_id {
-        let key: &Secret = keys
-            .0
-            .iter()
-            .find(|(id, _)| id == key_id)
-            .map(|(_, k)| k)
-            .context("--key-id names no key in security.command_keys")?;
-        headers.insert(
-            auth::KEY_ID_HEADER.into(),
-            AMQPValue::LongString(LongString::from(key_id)),
-        );
+        let key: &Secret =
+            auth::key(&keys.0, key_id).context("--key-id names no key in security.command_keys")?;
+        let timestamp = auth::unix_now().to_string();
+        let text = |s: &str| AMQPValue::LongString(LongString::from(s));
+        headers.insert(auth::KEY_ID_HEADER.into(), text(key_id));
+        headers.insert(auth::TIMESTAMP_HEADER.into(), text(&timestamp));
         headers.insert(
             auth::SIGNATURE_HEADER.into(),
-            AMQPValue::LongString(LongString::from(auth::sign(key, body))),
+            text(&auth::sign(key, &timestamp, body)),
         );
     }
     Ok(headers)

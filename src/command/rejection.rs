@@ -15,19 +15,31 @@ use std::fmt;
 ///
 /// When several apply, the first in this order wins (the order the checks
 /// run, each needing the previous to pass): `unauthenticated`,
-/// `body_too_large`, `invalid_content_type`, `invalid_utf8`, `invalid_json`,
+/// `signature_expired`, `publisher_not_allowed`, `body_too_large`, `invalid_content_type`, `invalid_utf8`, `invalid_json`,
 /// `too_deep`, `duplicate_key`, `not_an_object`, `missing_command_id`,
-/// `invalid_fields`, `region_not_allowed`, `unknown_account`. The last four
-/// are found together and every problem is listed in
+/// `invalid_fields`, `key_scope_denied`, `region_not_allowed`,
+/// `unknown_account`, `target_not_allowed`. `missing_command_id`,
+/// `invalid_fields`, `region_not_allowed` and `unknown_account` are found
+/// together and every problem is listed in
 /// [`Rejection::errors`]; the code names the most basic one: without an id
 /// nothing can be correlated, a malformed command is the publisher's bug,
 /// and policy refusals (region, account) only mean something for an
-/// otherwise well-formed command.
+/// otherwise well-formed command. A key's scopes are judged before the
+/// policy refusals, so a key learns nothing about regions or accounts it may
+/// not ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RejectReason {
-    /// The command's signature is missing, names an unknown key or does not
-    /// verify (CONTRACT section 6); used by the worker, not by `parse`.
+    /// The command's signature is missing, names an unknown key, has no or a
+    /// malformed timestamp, or does not verify (CONTRACT section 6); used by
+    /// the worker, not by `parse`.
     Unauthenticated,
+    /// Authentic, but its timestamp is more than `security.max_command_age_s`
+    /// from the worker's clock, either way (and it is not a copy the worker
+    /// holds); used by the worker.
+    SignatureExpired,
+    /// The key's `security.key_scopes` do not cover the command's kind,
+    /// region and account; used by the worker.
+    KeyScopeDenied,
     /// The body is larger than `Policy::max_body_bytes` (64 KiB).
     BodyTooLarge,
     /// The AMQP `content-type` is set and is not `application/json`.
@@ -63,6 +75,8 @@ impl RejectReason {
     pub fn as_str(self) -> &'static str {
         match self {
             RejectReason::Unauthenticated => "unauthenticated",
+            RejectReason::SignatureExpired => "signature_expired",
+            RejectReason::KeyScopeDenied => "key_scope_denied",
             RejectReason::BodyTooLarge => "body_too_large",
             RejectReason::InvalidContentType => "invalid_content_type",
             RejectReason::InvalidUtf8 => "invalid_utf8",
@@ -80,8 +94,10 @@ impl RejectReason {
     }
 
     /// Every reason, for metrics that pre-register their label values.
-    pub const ALL: [RejectReason; 14] = [
+    pub const ALL: [RejectReason; 16] = [
         RejectReason::Unauthenticated,
+        RejectReason::SignatureExpired,
+        RejectReason::KeyScopeDenied,
         RejectReason::BodyTooLarge,
         RejectReason::InvalidContentType,
         RejectReason::InvalidUtf8,
@@ -98,8 +114,10 @@ impl RejectReason {
     ];
 
     /// The reasons the worker decides after (or instead of) `parse`.
-    pub const WORKER: [RejectReason; 3] = [
+    pub const WORKER: [RejectReason; 5] = [
         RejectReason::Unauthenticated,
+        RejectReason::SignatureExpired,
+        RejectReason::KeyScopeDenied,
         RejectReason::PublisherNotAllowed,
         RejectReason::TargetNotAllowed,
     ];

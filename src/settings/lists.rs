@@ -171,6 +171,12 @@ impl<'de> Deserialize<'de> for CommandKeys {
     }
 }
 
+impl<'de> Deserialize<'de> for crate::auth::scopes::KeyScopes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Self::parse(&items(d)?).map_err(de::Error::custom)
+    }
+}
+
 /// Account id → RAM role ARN, for commands that carry `account_id`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AccountRoles(pub Vec<(String, String)>);

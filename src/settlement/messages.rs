@@ -1,7 +1,10 @@
 //! Building the messages a settlement publishes: events, replies, retry
 //! copies and dead letters, with the headers the contract names.
 
+use super::Delivered;
+use crate::auth::seal::{self, Sealer};
 use crate::broker::publisher::{Outgoing, Routing};
+use crate::broker::topology::RetryStage;
 use crate::decision::Counters;
 use crate::event::Event;
 use crate::playbook::Attempts;
@@ -27,11 +30,14 @@ pub const DL_MESSAGE: &str = "x-lifecycle-error-message";
 pub const DL_SOURCE: &str = "x-lifecycle-source-queue";
 
 /// Headers the worker adds for its own bookkeeping or the broker adds on
-/// dead-lettering; a dead letter drops them so a replay starts afresh.
+/// dead-lettering; a dead letter drops them so a replay starts afresh, and a
+/// seal is never carried over: each copy gets its own.
 const BOOKKEEPING: &[&str] = &[
     REDELIVERIES,
     PARKS,
     ATTEMPTS,
+    seal::SEAL_HEADER,
+    seal::DEAD_LETTER_SEAL_HEADER,
     DL_REASON,
     DL_CODE,
     DL_MESSAGE,
@@ -175,18 +181,17 @@ pub fn counters(props: &BasicProperties) -> Counters {
 }
 
 /// A retry copy: the body byte for byte, the properties kept, the redelivery
-/// count and attempts updated; routed back to `source_queue` when the stage's
-/// TTL expires.
+/// count and attempts updated, and for a signed command the worker's seal
+/// (so it is not judged by its age when it comes back); routed back to the
+/// source queue when the stage's TTL expires.
 pub fn retry_copy(
-    stage_exchange: &str,
-    source_queue: &str,
-    body: &[u8],
-    props: &BasicProperties,
+    stage: &RetryStage,
+    delivered: Delivered<'_>,
     counts: Counters,
     attempts: &Attempts,
     trace: &TraceContext,
 ) -> Outgoing {
-    let mut headers = carried_headers(props, trace);
+    let mut headers = carried_headers(delivered.props, trace);
     headers.insert(
         REDELIVERIES.into(),
         AMQPValue::LongLongInt(counts.redeliveries.into()),
@@ -194,11 +199,19 @@ pub fn retry_copy(
     headers.insert(PARKS.into(), AMQPValue::LongLongInt(counts.parks.into()));
     let attempts = serde_json::to_string(attempts).unwrap_or_else(|_| "{}".into());
     headers.insert(ATTEMPTS.into(), long(&attempts));
+    if let Some(sealer) = delivered.sealer {
+        let seal = sealer.retry(delivered.body, counts, &attempts, stage.delay);
+        headers.insert(seal::SEAL_HEADER.into(), long(&seal));
+    }
     Outgoing {
-        exchange: stage_exchange.to_owned(),
-        routing_key: source_queue.to_owned(),
-        body: body.to_vec(),
-        properties: props.clone().with_delivery_mode(2).with_headers(headers),
+        exchange: stage.name.clone(),
+        routing_key: delivered.source_queue.to_owned(),
+        body: delivered.body.to_vec(),
+        properties: delivered
+            .props
+            .clone()
+            .with_delivery_mode(2)
+            .with_headers(headers),
         routing: Routing::Required,
     }
 }
@@ -216,15 +229,24 @@ pub struct DeadLetterInfo<'a> {
 }
 
 /// A dead letter: body byte for byte, original headers and properties, plus
-/// the `x-lifecycle-*` explanation.
+/// the `x-lifecycle-*` explanation, and with `sealer` (a command that was
+/// authentic and in time) the worker's word for it, which `dead-letters
+/// replay --re-sign-within` asks for.
 pub fn dead_letter(
     exchange: &str,
     body: &[u8],
     props: &BasicProperties,
     info: &DeadLetterInfo<'_>,
+    sealer: Option<&Sealer>,
     trace: &TraceContext,
 ) -> Outgoing {
     let mut headers = carried_headers(props, trace);
+    if let Some(sealer) = sealer {
+        headers.insert(
+            seal::DEAD_LETTER_SEAL_HEADER.into(),
+            long(&sealer.dead_letter(body)),
+        );
+    }
     headers.insert(DL_REASON.into(), long(info.reason));
     headers.insert(DL_CODE.into(), long(info.code));
     let message: String = info.message.chars().take(500).collect();

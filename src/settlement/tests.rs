@@ -2,6 +2,7 @@
 //! publishes, where, with which headers, and how the delivery ends.
 
 use super::*;
+use crate::auth::seal::{DEAD_LETTER_SEAL_HEADER, Hold, SEAL_HEADER};
 use crate::command::{FieldError, RejectReason};
 use crate::decision::Stop;
 use crate::domain::error::ApiError;
@@ -76,6 +77,10 @@ fn route(exchange: &str, key: &str) -> (String, String) {
 const Q: &str = "lifecycle.decommission";
 
 fn ran(fate: Fate, counters: Counters, reply_to: bool) -> Plan {
+    ran_sealed(fate, counters, reply_to, None)
+}
+
+fn ran_sealed(fate: Fate, counters: Counters, reply_to: bool, sealer: Option<&Sealer>) -> Plan {
     let command = decommission();
     let report = report(&command, fate);
     let props = props(reply_to);
@@ -88,6 +93,7 @@ fn ran(fate: Fate, counters: Counters, reply_to: bool) -> Plan {
         body: b"{\"command_id\":\"c-1\"}",
         props: &props,
         source_queue: Q,
+        sealer,
     };
     plan(
         &processed,
@@ -278,6 +284,7 @@ fn a_rejection_is_dead_lettered_then_announced() {
         body: b"{}",
         props: &props,
         source_queue: Q,
+        sealer: None,
     };
     let plan = plan(
         &processed,
@@ -299,4 +306,114 @@ fn a_rejection_is_dead_lettered_then_announced() {
         header_str(&plan.messages[0].properties, DL_REASON),
         Some("rejected")
     );
+}
+
+/// A signed command's sealer, as `auth::verify` makes it.
+fn sealer() -> Sealer {
+    use crate::auth::{KEY_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+    use crate::secret::Secret;
+    let body = b"{\"command_id\":\"c-1\"}";
+    let key = Secret::new("k-secret");
+    let mut h = FieldTable::default();
+    h.insert(KEY_ID_HEADER.into(), AMQPValue::LongString("k".into()));
+    h.insert(
+        TIMESTAMP_HEADER.into(),
+        AMQPValue::LongString("1700000000".into()),
+    );
+    let sig = crate::auth::sign(&key, "1700000000", body);
+    h.insert(
+        SIGNATURE_HEADER.into(),
+        AMQPValue::LongString(sig.as_str().into()),
+    );
+    let props = BasicProperties::default().with_headers(h);
+    let keys = [("k".to_owned(), key)];
+    crate::auth::authentic(&keys, &props, body, 300)
+        .expect("authentic")
+        .0
+        .sealer
+}
+
+#[test]
+fn a_signed_commands_retry_copy_is_sealed_over_what_it_carries() {
+    let s = sealer();
+    let counters = Counters {
+        redeliveries: 1,
+        parks: 4,
+    };
+    let plan = ran_sealed(
+        stopped(Stop::Redeliver { stage: 1 }),
+        counters,
+        false,
+        Some(&s),
+    );
+    let copy = plan.messages.last().expect("a retry copy");
+    let seal = header_str(&copy.properties, SEAL_HEADER);
+    assert!(seal.is_some_and(|s| s.starts_with("v1:")), "{seal:?}");
+    // Read back from the copy's own headers, as the worker reads it: held
+    // until the stage's delay (5 min) plus the age limit have passed.
+    let judge = |now| {
+        s.hold(
+            seal,
+            &copy.body,
+            messages::counters(&copy.properties),
+            header_str(&copy.properties, messages::ATTEMPTS).unwrap_or_default(),
+            now,
+        )
+    };
+    let now = crate::auth::unix_now();
+    assert_eq!(judge(now), Hold::Held);
+    assert_eq!(judge(now + 300 + 300 - 2), Hold::Held);
+    assert_eq!(judge(now + 300 + 300 + 2), Hold::Expired);
+    // Without a sealer (signatures not required) there is no seal.
+    let plain = ran(stopped(Stop::Redeliver { stage: 1 }), counters, false);
+    let copy = plain.messages.last().expect("a retry copy");
+    assert_eq!(header_str(&copy.properties, SEAL_HEADER), None);
+}
+
+#[test]
+fn seals_are_never_carried_over_and_dead_letters_get_their_own() {
+    let s = sealer();
+    let mut props = props(false);
+    let mut h = props.headers().clone().unwrap_or_default();
+    h.insert(SEAL_HEADER.into(), AMQPValue::LongString("v1:1:00".into()));
+    h.insert(
+        DEAD_LETTER_SEAL_HEADER.into(),
+        AMQPValue::LongString("v1:00".into()),
+    );
+    props = props.with_headers(h);
+    let delivered = Delivered {
+        body: b"{\"command_id\":\"c-1\"}",
+        props: &props,
+        source_queue: Q,
+        sealer: None,
+    };
+    let command = decommission();
+    let report = report(&command, Fate::Completed(Outcome::Failed));
+    let processed = Processed::Ran {
+        command: &command,
+        report: &report,
+        counters: Counters::default(),
+    };
+    let trace = TraceContext::continue_or_start(None, None);
+    let unsealed = plan(&processed, delivered, &topology(), &trace);
+    let dead = &unsealed.messages[1];
+    assert_eq!(header_str(&dead.properties, DL_REASON), Some("failed"));
+    assert_eq!(header_str(&dead.properties, SEAL_HEADER), None);
+    assert_eq!(header_str(&dead.properties, DEAD_LETTER_SEAL_HEADER), None);
+    let sealed = plan(
+        &processed,
+        Delivered {
+            sealer: Some(&s),
+            ..delivered
+        },
+        &topology(),
+        &trace,
+    );
+    let dead = &sealed.messages[1];
+    let vouched = header_str(&dead.properties, DEAD_LETTER_SEAL_HEADER);
+    assert!(s.vouches_for_dead_letter(vouched, &dead.body));
+    assert_eq!(header_str(&dead.properties, SEAL_HEADER), None);
+    // Replay strips both.
+    let replayed = messages::strip_bookkeeping(&dead.properties);
+    assert_eq!(header_str(&replayed, DEAD_LETTER_SEAL_HEADER), None);
 }

@@ -100,39 +100,64 @@ impl Worker {
         self.metrics.in_flight.dec();
     }
 
-    fn authenticate(&self, delivery: &Delivery) -> Result<(), auth::AuthError> {
-        if !self.settings.security.require_signed_commands {
-            return Ok(());
-        }
-        let props = &delivery.properties;
-        auth::verify(
-            &self.settings.security.command_keys.0,
-            messages::header_str(props, auth::KEY_ID_HEADER),
-            messages::header_str(props, auth::SIGNATURE_HEADER),
+    /// Refusals decided before the body is trusted: the signature and its
+    /// age, then the publisher. Each yields (reason, field, problem).
+    fn refusal(
+        &self,
+        delivery: &Delivery,
+    ) -> Result<auth::Verified, (RejectReason, &'static str, String)> {
+        let verified = auth::authenticate(
+            &self.settings.security,
+            &delivery.properties,
             &delivery.data,
         )
-    }
-
-    /// Refusals decided before the body is trusted: the signature, then the
-    /// publisher. Each yields (reason, field, problem).
-    fn refusal(&self, delivery: &Delivery) -> Option<(RejectReason, &'static str, String)> {
-        if let Err(e) = self.authenticate(delivery) {
-            return Some((
-                RejectReason::Unauthenticated,
-                "signature",
-                format!("{e} ({})", e.as_str()),
-            ));
-        }
+        .map_err(|e| (e.reason(), e.field(), format!("{e} ({})", e.as_str())))?;
         let publishers = &self.settings.security.allowed_publishers.0;
         let user = delivery.properties.user_id().as_ref().map(|u| u.as_str());
         if !publishers.is_empty() && !user.is_some_and(|u| publishers.iter().any(|p| p == u)) {
-            return Some((
+            return Err((
                 RejectReason::PublisherNotAllowed,
                 "user_id",
                 "the AMQP user_id is not in security.allowed_publishers".to_owned(),
             ));
         }
-        None
+        Ok(verified)
+    }
+
+    /// A signed command's key must be scoped for what it asks: judged on a
+    /// parsed command, and before the policy refusals (region, account), so a
+    /// key learns nothing about what it may not ask for.
+    fn refused_scope(
+        &self,
+        verified: &auth::Verified,
+        kind: CommandKind,
+        parsed: &Result<Command, Rejection>,
+    ) -> Option<FieldError> {
+        let key_id = verified.key_id()?;
+        let (region, account) = match parsed {
+            Ok(c) => (c.region.as_str(), c.account_id.as_ref()),
+            Err(r)
+                if matches!(
+                    r.reason,
+                    RejectReason::RegionNotAllowed | RejectReason::UnknownAccount
+                ) =>
+            {
+                (r.region_id.as_ref()?.as_str(), r.account_id.as_ref())
+            }
+            Err(_) => return None,
+        };
+        let request = auth::scopes::Request {
+            kind,
+            region,
+            account: account.map(|a| a.as_str()),
+        };
+        if self.settings.security.key_scopes.allows(key_id, &request) {
+            return None;
+        }
+        Some(FieldError::new(
+            "key_id",
+            format!("key {key_id:?} may not ask for {request} (security.key_scopes)"),
+        ))
     }
 
     /// Targets named outright must match the allowed patterns.
@@ -159,8 +184,12 @@ impl Worker {
         }
     }
 
-    #[allow(clippy::result_large_err)] // the rejection is the common, cheap path
-    fn read(&self, delivery: &Delivery, kind: CommandKind) -> Result<Command, Rejection> {
+    /// Reads the command, and what authentication found.
+    fn read(
+        &self,
+        delivery: &Delivery,
+        kind: CommandKind,
+    ) -> (Result<Command, Rejection>, auth::Verified) {
         let props = &delivery.properties;
         let envelope = Envelope {
             kind,
@@ -171,13 +200,18 @@ impl Worker {
         // Parsing is pure and bounded, so even an unauthenticated body is read,
         // only to identify the rejection (CONTRACT section 5); nothing runs.
         let parsed = command::parse(&envelope, &self.policy);
-        let (reason, error) = match (self.refusal(delivery), &parsed) {
-            (Some((reason, field, problem)), _) => (reason, FieldError::new(field, problem)),
-            (None, Ok(command)) => match self.refused_target(command) {
-                Some(error) => (RejectReason::TargetNotAllowed, error),
-                None => return parsed,
+        // A command refused as unauthenticated, stale or out of scope keeps
+        // nothing of its authentication: its dead letter is not sealed.
+        let refused = auth::Verified::Refused;
+        let (reason, error, verified) = match self.refusal(delivery) {
+            Err((reason, field, problem)) => (reason, FieldError::new(field, problem), refused),
+            Ok(verified) => match self.refused_scope(&verified, kind, &parsed) {
+                Some(error) => (RejectReason::KeyScopeDenied, error, refused),
+                None => match parsed.as_ref().map(|c| self.refused_target(c)) {
+                    Ok(Some(error)) => (RejectReason::TargetNotAllowed, error, verified),
+                    Ok(None) | Err(_) => return (parsed, verified),
+                },
             },
-            (None, Err(_)) => return parsed,
         };
         let mut rejection = Rejection::new(reason, error);
         match parsed {
@@ -194,7 +228,7 @@ impl Worker {
                 rejection.audit = r.audit;
             }
         }
-        Err(rejection)
+        (Err(rejection), verified)
     }
 
     /// Reads and carries out the command; returns its settlement plan and the
@@ -207,12 +241,14 @@ impl Worker {
         publisher: &Publisher,
         slot: Slot,
     ) -> (Plan, Vec<TargetGuard>) {
+        let (read, verified) = self.read(delivery, kind);
         let delivered = Delivered {
             body: &delivery.data,
             props: &delivery.properties,
             source_queue: self.topology.queue(kind),
+            sealer: verified.sealer(),
         };
-        let (plan, guards) = match self.read(delivery, kind) {
+        let (plan, guards) = match read {
             Err(rejection) => {
                 let processed = Processed::Rejected {
                     kind,
@@ -226,7 +262,14 @@ impl Worker {
                 span.record("command_id", command.id.as_str());
                 span.record("region", command.region.as_str());
                 span.record("target", command.target_key().as_str());
-                let counters = messages::counters(&delivery.properties);
+                // Anyone may write the retry headers: only the worker's own
+                // (sealed) copies are believed.
+                let (counters, prior) = if verified.trusts_bookkeeping() {
+                    let props = &delivery.properties;
+                    (messages::counters(props), messages::prior_attempts(props))
+                } else {
+                    Default::default()
+                };
                 let announcer = Announcer {
                     publisher,
                     exchange: &self.topology.names.event_exchange,
@@ -234,7 +277,7 @@ impl Worker {
                     metrics: &self.metrics,
                 };
                 let mut report = self
-                    .carry_out(&command, delivery, counters, &announcer, slot)
+                    .carry_out(&command, prior, counters, &announcer, slot)
                     .await;
                 self.observe_credentials(&command, &report);
                 let processed = Processed::Ran {
@@ -254,12 +297,11 @@ impl Worker {
     async fn carry_out(
         &self,
         command: &Command,
-        delivery: &Delivery,
+        prior: playbook::Attempts,
         counters: Counters,
         announcer: &Announcer<'_>,
         mut slot: Slot,
     ) -> Report {
-        let prior = messages::prior_attempts(&delivery.properties);
         let account = command.account_id.as_ref().map(|a| a.as_str());
         // An account's STS may be slow or failing: its commands wait without
         // their slots, so other accounts' commands go on.

@@ -16,9 +16,13 @@
 //!   100. Multiplicative-decrease-per-answer schemes (CUBIC, the AWS SDKs'
 //!   adaptive mode) fall to their floor there, which would starve a
 //!   leak-alert's calls.
-//! - **Lanes.** A call in the [`Lane::Security`] lane (leak-alerts) takes the
-//!   next token before any queued [`Lane::Bulk`] call (offboarding), so an
-//!   incident's calls start as soon as on an idle worker whatever the backlog.
+//! - **Lanes.** A call in the [`Lane::Security`] lane (leak-alerts) never waits
+//!   behind a [`Lane::Bulk`] call (offboarding): with no security call queued
+//!   it goes at once, borrowing up to [`SECURITY_BORROW`] tokens from the
+//!   bucket's future (the bulk lane pays them back by waiting a little
+//!   longer; the average rate stays under the ceiling), and otherwise it takes
+//!   the next token before any queued bulk call. So an incident's calls start
+//!   as soon as on an idle worker whatever the backlog.
 //!
 //! A call that finds a token and nobody ahead of it goes at once. Otherwise it
 //! queues in its lane and a pacer task of its bucket hands out tokens as they
@@ -57,6 +61,8 @@ const WINDOW: Duration = Duration::from_secs(1);
 const INCREASE: f64 = 0.05;
 /// The allowed rate never falls below this (calls per second).
 const MIN_RATE: f64 = 0.5;
+/// How many tokens a security call may borrow ahead of the bucket.
+pub const SECURITY_BORROW: f64 = 5.0;
 
 /// Where the pace is reported (metrics), without coupling this module to them.
 pub trait PaceObserver: Send + Sync {
@@ -146,11 +152,11 @@ impl RateLimiter {
             .entry(key.clone())
             .or_insert_with(|| Bucket::new(self.ceiling, self.burst, now));
         bucket.refill(self.burst, now);
-        let nobody_ahead = match lane {
-            Lane::Security => bucket.security.is_empty(),
-            Lane::Bulk => bucket.security.is_empty() && bucket.bulk.is_empty(),
+        let (nobody_ahead, needed) = match lane {
+            Lane::Security => (bucket.security.is_empty(), 1.0 - SECURITY_BORROW),
+            Lane::Bulk => (bucket.security.is_empty() && bucket.bulk.is_empty(), 1.0),
         };
-        if nobody_ahead && bucket.tokens >= 1.0 {
+        if nobody_ahead && bucket.tokens >= needed {
             bucket.tokens -= 1.0;
             return Admission::Now;
         }

@@ -5,6 +5,8 @@
 //!
 //! One test in this file: it installs the global tracing subscriber.
 
+#[allow(dead_code)] // the end-to-end support; this test uses a part of it
+#[path = "e2e/support/mod.rs"]
 mod support;
 
 use lapin::BasicProperties;

@@ -61,6 +61,10 @@ pub struct FaultSettings {
     pub outage: Option<Outage>,
     /// Queued one-shot failures, consumed first to last.
     pub fail_next: Vec<FailNext>,
+    /// Hold every API call unanswered until this is cleared: a test that must
+    /// act while calls are in flight (a crash, a broker outage) sets it rather
+    /// than racing a clock, and releases the calls when it is done.
+    pub hold: bool,
 }
 
 impl FaultSettings {

@@ -18,6 +18,7 @@
 //!
 //! # Control plane (same port, unsigned JSON under `/_sim/`)
 //! - `GET /_sim/requests`, `DELETE /_sim/requests`: the log of API calls (last 100,000).
+//! - `GET /_sim/in-flight`: `{"in_flight": n}`, API calls received and not yet answered.
 //! - `GET /_sim/state`: `{"Instances", "Activations", "Deregistrations"}`;
 //!   `PUT /_sim/state` with a seed replaces the world (and forgets ClientTokens and
 //!   the deregistration record).

@@ -39,6 +39,12 @@ pub struct Shared {
     nonces: Mutex<NonceStore>,
     log: Mutex<VecDeque<LogEntry>>,
     seq: AtomicU64,
+    /// API requests received and not yet answered: a test that must act
+    /// while a call is in flight (a crash mid-call) waits on this, not a clock.
+    in_flight: AtomicU64,
+    /// Whether API calls are held (`FaultSettings::hold`), as a channel the
+    /// held calls wait on.
+    hold: tokio::sync::watch::Sender<bool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -55,7 +61,9 @@ impl Shared {
         allowed_regions: Vec<String>,
         faults: FaultSettings,
     ) -> Self {
+        let (hold, _) = tokio::sync::watch::channel(faults.hold);
         Self {
+            hold,
             world: Mutex::new(world),
             keys: RwLock::new(keys.into_iter().collect()),
             faults: RwLock::new(faults),
@@ -64,6 +72,7 @@ impl Shared {
             nonces: Mutex::new(NonceStore::default()),
             log: Mutex::new(VecDeque::new()),
             seq: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
         }
     }
 
@@ -133,6 +142,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/", get(api).post(api))
         .route("/_sim/requests", get(get_requests).delete(clear_requests))
         .route("/_sim/state", get(get_state).put(put_state))
+        .route("/_sim/in-flight", get(get_in_flight))
         .route(
             "/_sim/faults",
             get(get_faults).post(set_faults).delete(clear_faults),
@@ -207,6 +217,27 @@ struct Outcome {
     result: Result<Answer, ApiError>,
 }
 
+/// Counts a request in flight for as long as it lives (also when the client
+/// goes away and the handler is dropped).
+struct InFlight<'a>(&'a AtomicU64);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn get_in_flight(State(sim): State<Arc<Shared>>) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "in_flight": sim.in_flight.load(Ordering::SeqCst) }))
+}
+
 async fn api(
     State(sim): State<Arc<Shared>>,
     method: Method,
@@ -214,6 +245,10 @@ async fn api(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let _in_flight = InFlight::enter(&sim.in_flight);
+    let mut hold = sim.hold.subscribe();
+    // Only an error when the sender is gone, which `sim` outlives.
+    let _ = hold.wait_for(|held| !*held).await;
     let (latency, outage) = {
         let f = sim
             .faults
@@ -478,6 +513,7 @@ async fn set_faults(State(sim): State<Arc<Shared>>, body: Bytes) -> Response {
         serde_json::from_slice(&body).map_err(|e| e.to_string());
     match parsed.and_then(|f| f.validate().map(|()| f)) {
         Ok(f) => {
+            sim.hold.send_replace(f.hold);
             *sim.faults
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = f;
@@ -488,6 +524,7 @@ async fn set_faults(State(sim): State<Arc<Shared>>, body: Bytes) -> Response {
 }
 
 async fn clear_faults(State(sim): State<Arc<Shared>>) -> StatusCode {
+    sim.hold.send_replace(false);
     *sim.faults
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = FaultSettings::default();

@@ -57,10 +57,19 @@ struct Connections {
     publishing: Connection,
 }
 
+/// Longest wait for the broker's answer to a connection close. A connection
+/// whose socket failed may never answer (lapin then waits forever), and the
+/// reconnect loop must not wait with it.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl Connections {
     async fn close(&self, code: u16, reason: &str) {
-        let _ = self.consuming.close(code, reason.into()).await;
-        let _ = self.publishing.close(code, reason.into()).await;
+        for connection in [&self.consuming, &self.publishing] {
+            if connection.status().connected() {
+                let close = connection.close(code, reason.into());
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+            }
+        }
     }
 }
 

@@ -8,18 +8,42 @@
 //! the first batch of a process also deletes the vhosts of processes that are
 //! gone (a run that was killed), so nothing piles up on the broker.
 
-use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Condvar, Mutex};
 
 /// How many vhosts one `rabbitmqctl eval` creates.
 const BATCH: usize = 8;
 
+/// How many `rabbitmqctl` runs (Erlang VMs) a process starts at once: more
+/// only fight over the cores with the broker and the tests they serve.
+const CTL_AT_ONCE: usize = 2;
+
+static CTL_RUNNING: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+
+/// Runs `rabbitmqctl`, at most [`CTL_AT_ONCE`] at a time.
+fn ctl(args: &[&str], quiet: bool) -> std::io::Result<Output> {
+    let (running, freed) = &CTL_RUNNING;
+    {
+        let mut n = running.lock().unwrap_or_else(|p| p.into_inner());
+        while *n >= CTL_AT_ONCE {
+            n = freed.wait(n).unwrap_or_else(|p| p.into_inner());
+        }
+        *n += 1;
+    }
+    let mut cmd = Command::new("rabbitmqctl");
+    cmd.args(args);
+    if quiet {
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    }
+    let out = cmd.output();
+    *running.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+    freed.notify_one();
+    out
+}
+
 /// Runs `rabbitmqctl` with the given arguments; panics on failure.
 pub fn rabbitmqctl(args: &[&str]) -> String {
-    let out = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .expect("rabbitmqctl runs");
+    let out = ctl(args, false).expect("rabbitmqctl runs");
     assert!(
         out.status.success(),
         "rabbitmqctl {args:?} failed: {}",
@@ -65,7 +89,11 @@ fn take() -> Vhost {
         let names: Vec<String> = (pool.made..pool.made + BATCH)
             .map(|n| format!("lw-{pid}-{n}"))
             .collect();
-        let stale = if pool.made == 0 { stale_vhosts() } else { Vec::new() };
+        let stale = if pool.made == 0 {
+            stale_vhosts()
+        } else {
+            Vec::new()
+        };
         create_batch(&names, &stale);
         pool.made += BATCH;
         pool.free = names.into_iter().rev().collect();
@@ -82,10 +110,12 @@ fn quoted(names: &[String]) -> String {
         .join(", ")
 }
 
+/// Creates `names` and deletes `stale` in one Erlang VM. Another process may
+/// be deleting the same stale vhosts at the same moment, hence `catch`.
 fn create_batch(names: &[String], stale: &[String]) {
     let user = "<<\"lifecycle-tests\">>";
     let expr = format!(
-        "[rabbit_vhost:delete(V, {user}) || V <- [{}]], \
+        "[catch rabbit_vhost:delete(V, {user}) || V <- [{}]], \
          [begin rabbit_vhost:add(V, {user}), \
           rabbit_auth_backend_internal:set_permissions(<<\"guest\">>, V, <<\".*\">>, <<\".*\">>, <<\".*\">>, {user}) \
           end || V <- [{}]], ok.",
@@ -118,11 +148,7 @@ impl Drop for Vhost {
         // Were the process to exit first, the next run's first batch deletes it.
         let name = std::mem::take(&mut self.name);
         std::thread::spawn(move || {
-            let _ = Command::new("rabbitmqctl")
-                .args(["-q", "delete_vhost", &name])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            let _ = ctl(&["-q", "delete_vhost", &name], true);
         });
     }
 }

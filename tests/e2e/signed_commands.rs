@@ -8,8 +8,7 @@
 //! Clocks: the tests sign with timestamps in the past or the future instead of
 //! waiting, except where a worker-made deadline has to pass.
 
-mod support;
-
+use crate::support::*;
 use futures::StreamExt;
 use hmac::{Hmac, Mac};
 use lapin::BasicProperties;
@@ -18,7 +17,6 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::*;
 
 const T: Duration = Duration::from_secs(30);
 /// The age limit of these tests' workers: small, so held commands outlive it.
@@ -112,16 +110,25 @@ fn role(account: &str) -> String {
     format!("acs:ram::{account}:role/lifecycle-worker")
 }
 
+const SIGNED: [(&str, &str); 3] = [
+    ("LIFECYCLE__SECURITY__REQUIRE_SIGNED_COMMANDS", "true"),
+    ("LIFECYCLE__SECURITY__COMMAND_KEYS", KEYS),
+    ("LIFECYCLE__SECURITY__MAX_COMMAND_AGE_S", MAX_AGE_S),
+];
+
 /// Starts a worker that requires signed commands with these tests' keys.
 async fn signed_worker(env: &Env, extra: &[(&str, &str)]) -> Worker {
-    let mut vars = vec![
-        ("LIFECYCLE__SECURITY__REQUIRE_SIGNED_COMMANDS", "true"),
-        ("LIFECYCLE__SECURITY__COMMAND_KEYS", KEYS),
-        ("LIFECYCLE__SECURITY__MAX_COMMAND_AGE_S", MAX_AGE_S),
-        ("RUST_LOG", "debug"),
-    ];
+    let mut vars = SIGNED.to_vec();
     vars.extend_from_slice(extra);
     env.start_worker(&vars).await
+}
+
+/// As [`signed_worker`], a process logging at debug level (its log is read).
+async fn signed_process(env: &Env, extra: &[(&str, &str)]) -> Worker {
+    let mut vars = SIGNED.to_vec();
+    vars.push(("RUST_LOG", "debug"));
+    vars.extend_from_slice(extra);
+    env.start_process(&vars).await
 }
 
 /// The offset a `signature_expired` rejection reports, from its errors.
@@ -246,7 +253,7 @@ async fn freshness_scheme_and_scopes() {
         role(OTHER_ACCOUNT)
     );
     let sts = env.sim.endpoint();
-    let w = signed_worker(
+    let w = signed_process(
         &env,
         &[
             ("LIFECYCLE__SECURITY__KEY_SCOPES", SCOPES),

@@ -2,14 +2,12 @@
 //! letter, across every path: success, immediate retries, a permanent failure,
 //! a rejection, and a credential failure that parks and then recovers.
 
-mod support;
-
+use crate::support::*;
 use hmac::{Hmac, Mac};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde_json::json;
 use std::time::Duration;
-use support::*;
 
 const T: Duration = Duration::from_secs(30);
 const TOKEN: &str = "sts-token-do-not-print-6f1e";
@@ -51,7 +49,7 @@ async fn secrets_never_leave_the_process() {
     let env = Env::new(seed_instances(5)).await;
     let keys = format!("k1:{KEY1},k2:{KEY2}");
     let w = env
-        .start_worker(&[
+        .start_process(&[
             ("RUST_LOG", "trace"),
             ("ALIBABA_CLOUD_SECURITY_TOKEN", TOKEN),
             ("LIFECYCLE__SECURITY__REQUIRE_SIGNED_COMMANDS", "true"),

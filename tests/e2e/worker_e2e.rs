@@ -1,14 +1,12 @@
 //! End-to-end tests: the worker binary against RabbitMQ (a private vhost per
 //! test) and the in-process ECS simulator. See `tests/support/mod.rs`.
 
-mod support;
-
+use crate::support::*;
 use lapin::BasicProperties;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use serde_json::{Value, json};
 use std::time::Duration;
-use support::*;
 
 const T: Duration = Duration::from_secs(30);
 
@@ -16,14 +14,6 @@ fn dereg_calls(reqs: &[Value]) -> Vec<&Value> {
     reqs.iter()
         .filter(|r| r["action"] == "DeregisterManagedInstance")
         .collect()
-}
-
-fn header(d: &lapin::message::Delivery, name: &str) -> Option<String> {
-    match d.properties.headers().as_ref()?.inner().get(name)? {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        AMQPValue::ShortString(s) => Some(s.to_string()),
-        _ => None,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,11 +118,11 @@ async fn rejected_commands_are_dead_lettered_and_never_executed() {
     assert_eq!(bodies, expected);
     for d in &dls {
         assert_eq!(
-            header(d, "x-lifecycle-dead-letter-reason").as_deref(),
+            header_str(d, "x-lifecycle-dead-letter-reason").as_deref(),
             Some("rejected")
         );
         assert_eq!(
-            header(d, "x-lifecycle-source-queue").as_deref(),
+            header_str(d, "x-lifecycle-source-queue").as_deref(),
             Some("lifecycle.decommission")
         );
     }
@@ -186,25 +176,6 @@ async fn reply_to_gets_terminal_event_with_correlation_id() {
         }
         assert!(std::time::Instant::now() < deadline, "no reply");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Polls `f` until it returns `Some`.
-async fn until<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(40)).await;
     }
 }
 
@@ -319,7 +290,7 @@ async fn a_wrong_secret_is_explained_in_readyz_and_the_log() {
     let env = Env::new(seed_instances(1)).await;
     let wrong = "not-the-secret-9c1e";
     let w = env
-        .start_worker(&[("ALIBABA_CLOUD_ACCESS_KEY_SECRET", wrong)])
+        .start_process(&[("ALIBABA_CLOUD_ACCESS_KEY_SECRET", wrong)])
         .await;
     let id = new_id("wrong-secret");
     env.send_json("decommission", &decommission(&id, &inst(0)))
@@ -355,7 +326,7 @@ async fn a_wrong_secret_is_explained_in_readyz_and_the_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_credentials_wait_and_unready_then_recover() {
     let env = Env::new(seed_instances(1)).await;
-    let w = env.start_worker(&[]).await;
+    let w = env.start_process(&[]).await;
     env.sim_send(
         reqwest::Method::DELETE,
         &format!("/_sim/keys/{KEY_ID}"),
@@ -444,8 +415,8 @@ async fn assert_each_deregistered_once(env: &Env, n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_api_call_then_restart_completes_once() {
     let env = Env::new(seed_instances(1)).await;
-    let w = env.start_worker(&[]).await;
-    env.set_faults(json!({"latency_ms": 2000})).await;
+    let w = env.start_process(&[]).await;
+    env.set_faults(json!({"hold": true})).await;
     let id = new_id("crash");
     env.send_json("decommission", &decommission(&id, &inst(0)))
         .await;
@@ -454,12 +425,16 @@ async fn kill_9_during_api_call_then_restart_completes_once() {
         (env.queue_len("lifecycle.decommission").await == 0).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    until("the API call in flight", T, || async {
+        (env.sim_in_flight().await >= 1).then_some(())
+    })
+    .await;
     assert!(
         env.events_of(&id).is_empty(),
         "killed too late: the call finished already"
     );
     drop(w); // SIGKILL
+    env.set_faults(json!({})).await;
     let _w2 = env.start_worker(&[]).await;
     let evs = env
         .wait_for("completion after restart", T, |e| {
@@ -499,12 +474,22 @@ async fn broker_connection_closed_mid_batch_loses_nothing() {
     let completions = |e: &[Ev]| e.iter().filter(|e| e.ty() == "command.completed").count();
     env.wait_for("a few completions", T, |e| completions(e) > 0)
         .await;
+    // Calls in flight stay unanswered until a connection is gone (below), so
+    // each close lands mid-batch however slow rabbitmqctl is.
+    env.set_faults(json!({"latency_ms": 800, "hold": true}))
+        .await;
     assert_eq!(env.worker_connections().await.len(), 2, "two connections");
     for name in [PUBLISHING, CONSUMING] {
+        env.set_faults(json!({"latency_ms": 800, "hold": true}))
+            .await;
         let conns = env.connections_named(name).await;
         assert_eq!(conns.len(), 1, "one {name} connection: {conns:?}");
         let pid = conns[0].clone();
         let closed = pid.clone();
+        // Calls in flight stay unanswered until the connection is gone, so
+        // the close lands mid-batch however slow rabbitmqctl is.
+        env.set_faults(json!({"latency_ms": 800, "hold": true}))
+            .await;
         tokio::task::spawn_blocking(move || {
             rabbitmqctl(&["-q", "close_connection", &closed, "test"]);
         })
@@ -519,6 +504,7 @@ async fn broker_connection_closed_mid_batch_loses_nothing() {
             (now.len() == 1 && now[0] != pid).then_some(())
         })
         .await;
+        env.set_faults(json!({"latency_ms": 800})).await;
         env.wait_for("completions after the reconnect", T, |e| {
             completions(e) > before
         })
@@ -552,7 +538,7 @@ async fn sigterm_scenario(grace_ms: &str, check_prompt: bool) {
     const N: usize = 5;
     let env = Env::new(seed_instances(N)).await;
     let mut w = env
-        .start_worker(&[
+        .start_process(&[
             ("LIFECYCLE__WORKER__CONCURRENCY", "5"),
             ("LIFECYCLE__WORKER__SHUTDOWN_GRACE_MS", grace_ms),
         ])
@@ -567,7 +553,10 @@ async fn sigterm_scenario(grace_ms: &str, check_prompt: bool) {
         (env.queue_len("lifecycle.decommission").await == 0).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    until("every call in flight", T, || async {
+        (env.sim_in_flight().await >= N as u64).then_some(())
+    })
+    .await;
     w.signal("-TERM");
     let started = std::time::Instant::now();
     let code = w.wait_exit(T).await;
@@ -631,7 +620,7 @@ async fn sigterm_during_a_last_stage_backoff_puts_the_command_back_unchanged() {
         ("LIFECYCLE__RETRY__INITIAL_INTERVAL_MS", "20000"),
         ("LIFECYCLE__RETRY__MAX_INTERVAL_MS", "20000"),
     ];
-    let mut w = env.start_worker(&extra).await;
+    let mut w = env.start_process(&extra).await;
     env.set_faults(json!({"fail_next": [{
         "action": "DeregisterManagedInstance", "count": 1000,
         "code": "InternalError", "status": 500
@@ -684,7 +673,7 @@ async fn sigterm_during_a_last_stage_backoff_puts_the_command_back_unchanged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_settlement_is_published_again_without_repeating_api_calls() {
     let env = Env::new(seed_instances(1)).await;
-    let w = env.start_worker(&[]).await;
+    let w = env.start_process(&[]).await;
     let blocker = new_id("full");
     let mut args = FieldTable::default();
     args.insert("x-max-length".into(), AMQPValue::LongLongInt(0));
@@ -773,7 +762,7 @@ async fn replay_limit_limits_replays() {
     let env = Env::new(seed_instances(3)).await;
     let w = env.start_worker(&[]).await;
     failed_commands(&env, 3).await;
-    drop(w);
+    w.stop(T).await;
     let (code, out, err) = env
         .run_cli(&["dead-letters", "replay", "--limit", "1"])
         .await;

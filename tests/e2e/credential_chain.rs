@@ -3,14 +3,12 @@
 //! simulator's STS), or the ECS instance RAM role from a fake metadata service;
 //! either way a decommission completes and no secret reaches the log.
 
-mod support;
-
+use crate::support::*;
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, put};
 use serde_json::{Value, json};
 use std::time::Duration;
-use support::*;
 
 const T: Duration = Duration::from_secs(30);
 const ROLE: &str = "acs:ram::1234567890:role/lifecycle-worker";
@@ -59,7 +57,7 @@ async fn a_ram_role_arn_profile_file_drives_a_decommission() {
         ("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true"),
         ("LIFECYCLE__STS__ENDPOINT", sts.as_str()),
     ]);
-    let w = env.start_worker(&extra).await;
+    let w = env.start_process(&extra).await;
 
     let id = new_id("profile");
     env.send_json("decommission", &decommission(&id, &inst(0)))
@@ -149,7 +147,7 @@ async fn the_instance_ram_role_from_the_metadata_service_drives_a_decommission()
     ));
     // The harness disables the metadata source by default; this test points it at the fake.
     extra.push(("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "false"));
-    let w = env.start_worker(&extra).await;
+    let w = env.start_process(&extra).await;
 
     let id = new_id("imds");
     env.send_json("decommission", &decommission(&id, &inst(0)))
@@ -174,7 +172,7 @@ async fn the_embedded_simulator_still_runs_without_any_keys() {
         ("LIFECYCLE__SIMULATOR__LISTEN", listen.as_str()),
         ("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true"),
     ]);
-    let w = env.start_worker(&extra).await;
+    let w = env.start_process(&extra).await;
     let id = new_id("local");
     env.send_json("decommission", &decommission(&id, &inst(0)))
         .await;

@@ -8,16 +8,14 @@
 //! session therefore runs over TLS, with server verification against the CA
 //! file and client authentication by certificate.
 
-mod support;
-
+use crate::support::*;
 use rcgen::{
     BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
-use support::*;
+use std::time::{Duration, Instant};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
@@ -66,8 +64,9 @@ fn leaf(
     )
 }
 
-/// Starts the TLS terminator; returns its port and the count of completed handshakes.
-async fn tls_proxy(ca: &Ca) -> (u16, Arc<AtomicUsize>) {
+/// Starts the TLS terminator; returns its port, the count of completed
+/// handshakes and the count of refused ones.
+async fn tls_proxy(ca: &Ca) -> (u16, Arc<AtomicUsize>, Arc<AtomicUsize>) {
     let (cert, _, key, _) = leaf(ca, &["localhost"], ExtendedKeyUsagePurpose::ServerAuth);
     let provider = Arc::new(crypto::aws_lc_rs::default_provider());
     let mut roots = RootCertStore::empty();
@@ -90,13 +89,17 @@ async fn tls_proxy(ca: &Ca) -> (u16, Arc<AtomicUsize>) {
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let handshakes = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
     let counted = handshakes.clone();
+    let refusals = refused.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             let counted = counted.clone();
+            let refusals = refusals.clone();
             tokio::spawn(async move {
                 let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    refusals.fetch_add(1, Ordering::SeqCst);
                     return;
                 };
                 counted.fetch_add(1, Ordering::SeqCst);
@@ -106,14 +109,24 @@ async fn tls_proxy(ca: &Ca) -> (u16, Arc<AtomicUsize>) {
             });
         }
     });
-    (port, handshakes)
+    (port, handshakes, refused)
+}
+
+/// Waits until the terminator has refused two more handshakes than `before`:
+/// the worker tried, failed, and tried again.
+async fn wait_refused_twice(refused: &AtomicUsize, before: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while refused.load(Ordering::SeqCst) < before + 2 {
+        assert!(Instant::now() < deadline, "the worker never retried");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amqps_with_private_ca_and_client_certificate() {
     let env = Env::new(seed_instances(1)).await;
     let ca = new_ca();
-    let (port, handshakes) = tls_proxy(&ca).await;
+    let (port, handshakes, refused) = tls_proxy(&ca).await;
     let (_, client_pem, _, client_key_pem) = leaf(
         &ca,
         &["lifecycle-worker"],
@@ -153,23 +166,29 @@ async fn amqps_with_private_ca_and_client_certificate() {
     let other = new_ca();
     let other_file = write("other-ca.pem", &other.pem);
     let before = handshakes.load(Ordering::SeqCst);
-    let w = env.spawn_worker(&[
-        ("LIFECYCLE__AMQP__URL", url.as_str()),
-        ("LIFECYCLE__AMQP__TLS_CA_FILE", other_file.as_str()),
-        ("LIFECYCLE__AMQP__TLS_CLIENT_CERT_FILE", cert_file.as_str()),
-        ("LIFECYCLE__AMQP__TLS_CLIENT_KEY_FILE", key_file.as_str()),
-    ]);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let refused_before = refused.load(Ordering::SeqCst);
+    let w = env
+        .spawn_worker(&[
+            ("LIFECYCLE__AMQP__URL", url.as_str()),
+            ("LIFECYCLE__AMQP__TLS_CA_FILE", other_file.as_str()),
+            ("LIFECYCLE__AMQP__TLS_CLIENT_CERT_FILE", cert_file.as_str()),
+            ("LIFECYCLE__AMQP__TLS_CLIENT_KEY_FILE", key_file.as_str()),
+        ])
+        .await;
+    wait_refused_twice(&refused, refused_before).await;
     assert_ne!(w.readyz().await.map(|r| r.0), Some(200), "{}", w.stderr());
     assert_eq!(handshakes.load(Ordering::SeqCst), before);
     drop(w);
 
     // Without a client certificate the terminator refuses the session: never ready.
-    let w = env.spawn_worker(&[
-        ("LIFECYCLE__AMQP__URL", url.as_str()),
-        ("LIFECYCLE__AMQP__TLS_CA_FILE", ca_file.as_str()),
-    ]);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let refused_before = refused.load(Ordering::SeqCst);
+    let w = env
+        .spawn_worker(&[
+            ("LIFECYCLE__AMQP__URL", url.as_str()),
+            ("LIFECYCLE__AMQP__TLS_CA_FILE", ca_file.as_str()),
+        ])
+        .await;
+    wait_refused_twice(&refused, refused_before).await;
     assert_ne!(w.readyz().await.map(|r| r.0), Some(200), "{}", w.stderr());
     assert_eq!(handshakes.load(Ordering::SeqCst), before);
 }

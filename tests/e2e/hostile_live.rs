@@ -2,11 +2,9 @@
 //! live worker, and signed-command authentication end to end (CONTRACT
 //! sections 3, 5 and 6). See `tests/support/mod.rs`.
 
-mod corpus;
-mod support;
+use crate::corpus::load;
 
-use corpus::load;
-
+use crate::support::*;
 use hmac::{Hmac, Mac};
 use lapin::BasicProperties;
 use lapin::options::QueueDeclareOptions;
@@ -14,7 +12,6 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use support::*;
 
 const T: Duration = Duration::from_secs(30);
 
@@ -109,8 +106,9 @@ async fn replay_corpus(env: &Env, signing: Signing) {
                 >= n
         })
         .await;
-    // Give a duplicate the chance to show up.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every case settled (acknowledged after its rejection was confirmed):
+    // a duplicate would have been published by now.
+    until_settled(env, T).await;
     let got_now = replies.lock().expect("lock").clone();
     assert_eq!(got_now.len(), n, "exactly one reply per case");
     let evs_now = env.events().split_off(base);
@@ -235,7 +233,7 @@ async fn replay_corpus(env: &Env, signing: Signing) {
 /// rejection each with its reason, one dead letter each (drained), no API
 /// call, and the worker goes on.
 async fn replay_timestamp_cases(env: &Env) {
-    let cases = corpus::load_timestamp_cases();
+    let cases = crate::corpus::load_timestamp_cases();
     let n = cases.len();
     let calls = env.requests().await.len();
     let (reply_to, replies) = reply_queue(env).await;
@@ -366,7 +364,7 @@ const SECRETS: [&str; 3] = ["secret1", "secret2", KEY_SECRET];
 async fn signed_commands_are_required_and_no_secret_leaks() {
     let env = Env::new(seed_instances(8)).await;
     let w = env
-        .start_worker(&[
+        .start_process(&[
             ("LIFECYCLE__SECURITY__REQUIRE_SIGNED_COMMANDS", "true"),
             (
                 "LIFECYCLE__SECURITY__COMMAND_KEYS",
@@ -495,9 +493,7 @@ async fn signed_commands_are_required_and_no_secret_leaks() {
     }
 
     // No secret in any event or log line, at trace level.
-    let log = w.stderr_path.clone();
-    drop(w);
-    let stderr = std::fs::read_to_string(log).expect("worker log");
+    let stderr = w.kill_and_log();
     assert!(
         stderr.contains("TRACE"),
         "trace logging is on: {} bytes",

@@ -11,11 +11,9 @@
 //! 5. one throttled with a `retry-after` longer than the immediate-retry
 //!    budget: one delayed redelivery, then it succeeds.
 
-mod support;
-
+use crate::support::*;
 use serde_json::json;
 use std::time::Duration;
-use support::*;
 
 const T: Duration = Duration::from_secs(30);
 

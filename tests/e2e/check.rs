@@ -4,10 +4,8 @@
 //! message, exits 0 / 1 / 2, never prints a secret, and never changes anything
 //! in the cloud (the simulator's request log shows every call it made).
 
-mod support;
-
+use crate::support::*;
 use serde_json::json;
-use support::*;
 
 const ACCOUNT: &str = "1234567890";
 const DENIED: &str = "2222222222";

@@ -1,74 +1,56 @@
-//! Harness for the end-to-end tests: a private RabbitMQ vhost, the in-process
-//! ECS simulator, the worker binary as a child process, and an event collector.
-
-#![allow(dead_code)]
+//! Harness for the end-to-end tests: a private RabbitMQ vhost (from
+//! `lifecycle_testkit`'s pool), the in-process ECS simulator, the worker (an
+//! [`App`] in this process, or the binary as a child process where the process
+//! is the subject), and an event collector.
 
 use futures::StreamExt;
 use lapin::Confirmation;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+pub use lifecycle_testkit::{Vhost, free_port, rabbitmqctl};
+use lifecycle_worker::app::App;
 use lifecycle_worker::secret::Secret;
+use lifecycle_worker::settings::Settings;
 use lifecycle_worker::simulator::{self, FaultSettings, Seed, SimulatorConfig, SimulatorHandle};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use tokio_util::sync::CancellationToken;
 
 pub const KEY_ID: &str = "testid";
 pub const KEY_SECRET: &str = "testsecret";
 pub const REGION: &str = "cn-hangzhou";
 
-/// Runs `rabbitmqctl` with the given arguments; panics on failure.
-pub fn rabbitmqctl(args: &[&str]) -> String {
-    let out = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .expect("rabbitmqctl runs");
-    assert!(
-        out.status.success(),
-        "rabbitmqctl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// The broker on 5672 is shared by every test of the binary, and a test that
+/// stops it (a broker restart) would break the others: such a test takes this
+/// exclusively ([`Env::new_exclusive`]), every other [`Env`] holds it shared.
+static BROKER: RwLock<()> = RwLock::const_new(());
+
+/// With `E2E_LOG` set (a `RUST_LOG`-style filter), in-process workers log
+/// to the test's output: `E2E_LOG=debug cargo test --test e2e -- <name>`.
+fn log_in_process_workers() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        if let Ok(filter) = std::env::var("E2E_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
 }
 
-/// A private vhost, deleted on drop.
-pub struct Vhost {
-    pub name: String,
-}
-
-impl Vhost {
-    pub async fn create() -> Vhost {
-        let name = format!("lw-{}", uuid::Uuid::new_v4());
-        let n = name.clone();
-        tokio::task::spawn_blocking(move || {
-            rabbitmqctl(&["-q", "add_vhost", &n]);
-            rabbitmqctl(&["-q", "set_permissions", "-p", &n, "guest", ".*", ".*", ".*"]);
-        })
-        .await
-        .expect("vhost setup");
-        Vhost { name }
-    }
-
-    /// The AMQP URL (vhost names here need no percent-encoding: `lw-` + uuid).
-    pub fn url(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:5672/{}", self.name)
-    }
-}
-
-impl Drop for Vhost {
-    fn drop(&mut self) {
-        let _ = Command::new("rabbitmqctl")
-            .args(["-q", "delete_vhost", &self.name])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
+/// How an [`Env`] uses the broker (held for its lifetime).
+enum BrokerUse {
+    Shared(#[allow(dead_code)] RwLockReadGuard<'static, ()>),
+    Exclusive(#[allow(dead_code)] RwLockWriteGuard<'static, ()>),
 }
 
 /// One received event.
@@ -95,20 +77,56 @@ impl Ev {
 
 pub type Events = Arc<Mutex<Vec<Ev>>>;
 
-/// A worker child process, killed on drop.
+/// A running worker: an [`App`] in this process, or the binary as a child.
 pub struct Worker {
-    pub child: Child,
     pub http_port: u16,
-    pub stderr_path: PathBuf,
+    run: Run,
+}
+
+enum Run {
+    /// Killed (SIGKILL) on drop.
+    Process { child: Child, stderr_path: PathBuf },
+    /// Stopped on drop as by SIGTERM, but not waited for. Dropping it is not
+    /// a crash: its tasks may still settle what they hold. Where a test needs
+    /// a crash (or signals, an exit code, logs), it starts a process.
+    InProcess {
+        stop: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    },
 }
 
 impl Worker {
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child_ref().id()
     }
 
+    fn child_ref(&self) -> &Child {
+        match &self.run {
+            Run::Process { child, .. } => child,
+            Run::InProcess { .. } => {
+                panic!("an in-process worker has no process: use start_process")
+            }
+        }
+    }
+
+    /// What a worker process wrote on stderr (its log). An in-process
+    /// worker has none (no subscriber is installed in the test binary): a
+    /// test that reads the log starts a process.
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+        match &self.run {
+            Run::Process { .. } => self.log(),
+            Run::InProcess { .. } => panic!("an in-process worker has no log: use start_process"),
+        }
+    }
+
+    /// The log for a failure message: empty for an in-process worker.
+    fn log(&self) -> String {
+        match &self.run {
+            Run::Process { stderr_path, .. } => {
+                std::fs::read_to_string(stderr_path).unwrap_or_default()
+            }
+            Run::InProcess { .. } => String::new(),
+        }
     }
 
     /// `/readyz` status and body, `None` when not reachable.
@@ -124,21 +142,34 @@ impl Worker {
         Some((status, r.text().await.unwrap_or_default()))
     }
 
+    /// Whether the worker ended (the process exited, the app returned).
+    fn ended(&mut self) -> Option<String> {
+        match &mut self.run {
+            Run::Process { child, .. } => child
+                .try_wait()
+                .ok()
+                .flatten()
+                .map(|status| status.to_string()),
+            Run::InProcess { task, .. } => task.is_finished().then(|| "returned".to_owned()),
+        }
+    }
+
     pub async fn wait_ready(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some((200, _)) = self.readyz().await {
                 return;
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("worker exited early ({status}): {}", self.stderr());
+            if let Some(status) = self.ended() {
+                panic!("worker ended early ({status}): {}", self.log());
             }
             assert!(
                 Instant::now() < deadline,
-                "worker not ready in {timeout:?}: {}",
-                self.stderr()
+                "worker not ready in {timeout:?}: {:?} {}",
+                self.readyz().await,
+                self.log()
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -155,12 +186,13 @@ impl Worker {
                 Instant::now() < deadline,
                 "/readyz never answered {status} in {timeout:?}; last {:?}; stderr: {}",
                 self.readyz().await,
-                self.stderr()
+                self.log()
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
+    /// Sends a signal to a worker process.
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .args([sig, &self.pid().to_string()])
@@ -170,27 +202,70 @@ impl Worker {
         assert!(ok, "kill {sig} failed");
     }
 
-    /// Waits for the process to exit and returns its exit code.
+    /// Waits for a worker process to exit and returns its exit code.
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
+            if let Run::Process { child, .. } = &mut self.run
+                && let Some(status) = child.try_wait().expect("try_wait")
+            {
                 return status.code();
             }
             assert!(
                 Instant::now() < deadline,
                 "worker did not exit in {timeout:?}: {}",
-                self.stderr()
+                self.log()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The exit status of a worker process that has ended, if it has.
+    pub fn try_exit(&mut self) -> Option<Option<i32>> {
+        match &mut self.run {
+            Run::Process { child, .. } => child.try_wait().expect("try_wait").map(|s| s.code()),
+            Run::InProcess { .. } => panic!("an in-process worker has no exit code"),
+        }
+    }
+
+    /// Kills a worker process (SIGKILL) and returns everything it logged.
+    pub fn kill_and_log(self) -> String {
+        let path = match &self.run {
+            Run::Process { stderr_path, .. } => stderr_path.clone(),
+            Run::InProcess { .. } => panic!("an in-process worker has no log: use start_process"),
+        };
+        drop(self);
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
+    /// Stops an in-process worker as SIGTERM would and waits until it has
+    /// settled what it held and returned.
+    pub async fn stop(mut self, timeout: Duration) {
+        if let Run::InProcess { stop, task } = &mut self.run {
+            stop.cancel();
+            tokio::time::timeout(timeout, task)
+                .await
+                .expect("the worker stops in time")
+                .expect("the worker's task");
+        } else {
+            self.signal("-TERM");
+            assert_eq!(self.wait_exit(timeout).await, Some(0), "{}", self.log());
         }
     }
 }
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match &mut self.run {
+            Run::Process { child, .. } => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Run::InProcess { stop, task } => {
+                stop.cancel();
+                task.abort();
+            }
+        }
     }
 }
 
@@ -205,13 +280,7 @@ pub struct Env {
     worker_seq: std::sync::atomic::AtomicU32,
     // Declared last: dropped after the connection is gone.
     pub vhost: Vhost,
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    _broker: BrokerUse,
 }
 
 /// A seed with `n` instances `mi-test<i>` (i from 0) and no activation.
@@ -275,7 +344,19 @@ pub fn new_id(prefix: &str) -> String {
 }
 
 impl Env {
+    /// A fresh environment sharing the broker with other tests.
     pub async fn new(seed: Value) -> Env {
+        Self::with_broker(seed, BrokerUse::Shared(BROKER.read().await)).await
+    }
+
+    /// A fresh environment whose test may stop and start the broker: it waits
+    /// until no other test uses the broker, and keeps them out meanwhile.
+    pub async fn new_exclusive(seed: Value) -> Env {
+        Self::with_broker(seed, BrokerUse::Exclusive(BROKER.write().await)).await
+    }
+
+    async fn with_broker(seed: Value, broker: BrokerUse) -> Env {
+        log_in_process_workers();
         let vhost = Vhost::create().await;
         let seed = Seed::from_json(&seed.to_string()).expect("seed parses");
         let sim = simulator::start(SimulatorConfig {
@@ -294,40 +375,9 @@ impl Env {
         chan.confirm_select(ConfirmSelectOptions::default())
             .await
             .expect("confirms");
-        chan.exchange_declare(
-            "lifecycle.events".into(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("events exchange");
         let events: Events = Arc::default();
-        let q = chan
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("events queue");
-        chan.queue_bind(
-            q.name().clone(),
-            "lifecycle.events".into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("bind events");
-        spawn_collector(&conn, q.name().as_str(), events.clone()).await;
+        let queue = lifecycle_testkit::declare_events_queue(&conn, "lifecycle.events").await;
+        spawn_collector(&conn, &queue, events.clone()).await;
         Env {
             sim,
             http: reqwest::Client::new(),
@@ -337,6 +387,7 @@ impl Env {
             tmp: tempfile::tempdir().expect("tempdir"),
             worker_seq: Default::default(),
             vhost,
+            _broker: broker,
         }
     }
 
@@ -375,8 +426,15 @@ impl Env {
         cmd
     }
 
-    /// Starts a worker (not waiting for readiness).
-    pub fn spawn_worker(&self, extra: &[(&str, &str)]) -> Worker {
+    /// Starts a worker process (not waiting for readiness): for tests whose
+    /// subject is the process (signals, SIGKILL, exit codes, its log, the
+    /// process environment).
+    pub fn spawn_process(&self, extra: &[(&str, &str)]) -> Worker {
+        self.spawn_process_with(extra, &[])
+    }
+
+    /// As [`Env::spawn_process`], with more arguments after `run`.
+    pub fn spawn_process_with(&self, extra: &[(&str, &str)], args: &[&str]) -> Worker {
         let n = self
             .worker_seq
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -385,6 +443,7 @@ impl Env {
         let http_port = free_port();
         let mut cmd = self.command();
         cmd.arg("run")
+            .args(args)
             .env("LIFECYCLE__HTTP__LISTEN", format!("127.0.0.1:{http_port}"))
             .envs(extra.iter().copied())
             .stdin(Stdio::null())
@@ -392,15 +451,62 @@ impl Env {
             .stderr(stderr);
         let child = cmd.spawn().expect("worker spawns");
         Worker {
-            child,
             http_port,
-            stderr_path,
+            run: Run::Process { child, stderr_path },
         }
     }
 
-    /// Starts a worker and waits for `/readyz` 200.
+    /// Starts a worker process and waits for `/readyz` 200.
+    pub async fn start_process(&self, extra: &[(&str, &str)]) -> Worker {
+        let mut w = self.spawn_process(extra);
+        w.wait_ready(Duration::from_secs(30)).await;
+        w
+    }
+
+    /// Starts a worker in this process (an [`App`] on port 0, with this
+    /// environment's settings and `extra` ones, all `LIFECYCLE__*`), not
+    /// waiting for readiness.
+    pub async fn spawn_worker(&self, extra: &[(&str, &str)]) -> Worker {
+        let mut vars: Vec<(String, String)> = self
+            .worker_env()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("LIFECYCLE__"))
+            .collect();
+        vars.extend([
+            (
+                "LIFECYCLE__ECS__ACCESS_KEY_ID".to_owned(),
+                KEY_ID.to_owned(),
+            ),
+            (
+                "LIFECYCLE__ECS__ACCESS_KEY_SECRET".to_owned(),
+                KEY_SECRET.to_owned(),
+            ),
+            (
+                "LIFECYCLE__HTTP__LISTEN".to_owned(),
+                "127.0.0.1:0".to_owned(),
+            ),
+        ]);
+        for (k, v) in extra {
+            assert!(
+                k.starts_with("LIFECYCLE__"),
+                "{k} is process environment: use start_process"
+            );
+            vars.push(((*k).to_owned(), (*v).to_owned()));
+        }
+        let settings = Settings::load(&[], vars).expect("worker settings");
+        let app = App::build(settings).await.expect("the app builds");
+        let http_port = app.http_addr().port();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(app.run(stop.clone()));
+        Worker {
+            http_port,
+            run: Run::InProcess { stop, task },
+        }
+    }
+
+    /// Starts a worker in this process and waits for `/readyz` 200.
     pub async fn start_worker(&self, extra: &[(&str, &str)]) -> Worker {
-        let mut w = self.spawn_worker(extra);
+        let mut w = self.spawn_worker(extra).await;
         w.wait_ready(Duration::from_secs(30)).await;
         w
     }
@@ -595,6 +701,13 @@ impl Env {
             .await;
     }
 
+    /// API calls the simulator has received and not yet answered.
+    pub async fn sim_in_flight(&self) -> u64 {
+        self.sim_get("/_sim/in-flight").await["in_flight"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
     /// The simulator's API log.
     pub async fn requests(&self) -> Vec<Value> {
         self.sim_get("/_sim/requests")
@@ -717,6 +830,44 @@ async fn spawn_collector(conn: &Connection, queue: &str, events: Events) {
     });
 }
 
+/// Polls `f` until it returns `Some`.
+pub async fn until<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+}
+
+/// Waits until every command and retry queue of the vhost is empty, ready and
+/// unacknowledged alike (the dead-letter queue aside): every command taken has
+/// been settled, so nothing more can come of it.
+pub async fn until_settled(env: &Env, timeout: Duration) {
+    until("every command settled", timeout, || async {
+        let rows = env
+            .list(
+                "queues",
+                &["name", "messages_ready", "messages_unacknowledged"],
+            )
+            .await;
+        rows.iter()
+            .filter(|r| r[0].starts_with("lifecycle.") && r[0] != "lifecycle.dead-letter")
+            .all(|r| r[1] == "0" && r[2] == "0")
+            .then_some(())
+    })
+    .await;
+}
+
 /// Polls `events` until `pred` holds.
 pub async fn wait_events(
     events: &Events,
@@ -748,13 +899,7 @@ pub async fn collect_into(conn: &Connection, queue: &str, events: Events) {
 
 /// A string-valued AMQP header of a delivery.
 pub fn header_str(d: &lapin::message::Delivery, name: &str) -> Option<String> {
-    match d.properties.headers().as_ref()?.inner().get(name)? {
-        lapin::types::AMQPValue::LongString(s) => {
-            Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
-        }
-        lapin::types::AMQPValue::ShortString(s) => Some(s.to_string()),
-        _ => None,
-    }
+    lifecycle_testkit::header_str(&d.properties, name)
 }
 
 /// Collects the messages of an arbitrary (already declared) queue.

@@ -2,9 +2,7 @@
 //! through `command::parse`: every case must be rejected, with the expected
 //! reason, without a panic, and with problems that are safe to echo.
 
-mod corpus;
-
-use corpus::load;
+use crate::corpus::load;
 use lifecycle_worker::command::{CommandKind, Envelope, Policy, parse};
 use std::collections::BTreeSet;
 
@@ -102,7 +100,7 @@ fn every_timestamp_case_is_refused_by_the_signature_check() {
     use lifecycle_worker::auth;
     use lifecycle_worker::secret::Secret;
 
-    let cases = corpus::load_timestamp_cases();
+    let cases = crate::corpus::load_timestamp_cases();
     assert!(cases.len() >= 20, "{} timestamp cases", cases.len());
     let mut names: BTreeSet<String> = load().into_iter().map(|c| c.name).collect();
     let secret = Secret::new("corpus-secret");

@@ -2,13 +2,11 @@
 //! binary with a single test, because `rabbitmqctl stop_app` stops the broker
 //! for every vhost. See `tests/support/mod.rs`.
 
-mod support;
-
+use crate::support::*;
 use serde_json::json;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::*;
 
 const T: Duration = Duration::from_secs(30);
 const EVENTS_QUEUE: &str = "e2e.events.durable";
@@ -50,7 +48,7 @@ fn completions(evs: &[Ev], ids: &[String]) -> usize {
 async fn worker_survives_a_broker_restart_and_loses_nothing() {
     const BEFORE: usize = 8;
     const AFTER: usize = 4;
-    let mut env = Env::new(seed_instances(BEFORE + AFTER)).await;
+    let mut env = Env::new_exclusive(seed_instances(BEFORE + AFTER)).await;
     // Events must outlive the test's own connection: a durable queue, read by
     // a collector that is started again after the restart.
     env.declare_durable_events_queue(EVENTS_QUEUE).await;
@@ -75,6 +73,10 @@ async fn worker_survives_a_broker_restart_and_loses_nothing() {
     })
     .await;
 
+    // The calls in flight stay unanswered until the broker is back, so it
+    // stops mid-batch however long stopping it takes.
+    env.set_faults(json!({"latency_ms": 500, "hold": true}))
+        .await;
     let stopped_at = Instant::now();
     let guard = tokio::task::spawn_blocking(BrokerStopped::stop)
         .await
@@ -97,6 +99,7 @@ async fn worker_survives_a_broker_restart_and_loses_nothing() {
     tokio::task::spawn_blocking(move || drop(guard))
         .await
         .expect("join");
+    env.set_faults(json!({"latency_ms": 500})).await;
 
     // Back: ready again, and the test reconnects too.
     w.wait_readyz(200, T).await;

@@ -2,15 +2,13 @@
 //! with a 200-row file of mixed outcomes, a run killed part-way and resumed,
 //! `events tail`, and `send --wait` for a person.
 
-mod support;
-
+use crate::support::*;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-use support::*;
 
 const T: Duration = Duration::from_secs(60);
 

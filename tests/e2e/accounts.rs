@@ -2,11 +2,9 @@
 //! against the simulator's STS), sessions are reused, a failing role parks only
 //! that account's commands while the worker stays ready.
 
-mod support;
-
+use crate::support::*;
 use serde_json::{Value, json};
 use std::time::Duration;
-use support::*;
 
 const T: Duration = Duration::from_secs(30);
 const GOOD: &str = "1234567890";
@@ -122,7 +120,7 @@ async fn account_commands_use_the_mapped_role_and_a_bad_role_parks_only_its_acco
             tokio::time::Instant::now() < deadline,
             "readyz never named the degraded account"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(body.contains("ready"));
     assert_eq!(count(&env.events(), &denied, "command.completed"), 0);

@@ -2,12 +2,10 @@
 //! through the default exchange, per-target serialization, and configuration
 //! errors at start-up (CONTRACT section 7). See `tests/support/mod.rs`.
 
-mod support;
-
+use crate::support::*;
 use lapin::BasicProperties;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use support::*;
 
 const T: Duration = Duration::from_secs(30);
 
@@ -170,7 +168,7 @@ async fn topology_is_declared_as_the_contract_says_and_redeclared_idempotently()
 
     // A second worker, against the existing topology, while the first runs.
     let w2 = env.start_worker(&delays).await;
-    drop(w);
+    w.stop(Duration::from_secs(30)).await;
     let again = snapshot().await;
     let sorted = |mut v: Vec<Vec<String>>| {
         v.sort();
@@ -181,7 +179,7 @@ async fn topology_is_declared_as_the_contract_says_and_redeclared_idempotently()
     assert_eq!(sorted(again.1), sorted(queues));
     decommission_succeeds(&env, &inst(1)).await;
     // And a restart of the only worker re-declares fine as well.
-    drop(w2);
+    w2.stop(Duration::from_secs(30)).await;
     let _w3 = env.start_worker(&delays).await;
     assert!(
         env.events()
@@ -444,39 +442,15 @@ async fn one_instance_named_four_ways_is_one_target() {
 /// Starts `run` with a bad configuration: it must exit 2 promptly, name the
 /// culprit on stderr, and never answer on its health port.
 async fn bad_config(env: &Env, extra: &[(&str, &str)], args: &[&str], culprit: &str) {
-    let stderr_path = env
-        .tmp
-        .path()
-        .join(format!("bad-{}.log", uuid::Uuid::new_v4()));
-    let stderr = std::fs::File::create(&stderr_path).expect("log file");
-    let port = free_port();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lifecycle-worker"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("LIFECYCLE__") || k.starts_with("ALIBABA_CLOUD_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.envs(env.worker_env())
-        .env("LIFECYCLE__HTTP__LISTEN", format!("127.0.0.1:{port}"))
-        .envs(extra.iter().copied())
-        .arg("run")
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(stderr);
-    let mut w = Worker {
-        child: cmd.spawn().expect("spawn"),
-        http_port: port,
-        stderr_path,
-    };
+    let mut w = env.spawn_process_with(extra, args);
     let deadline = Instant::now() + Duration::from_secs(5);
     let code = loop {
         assert!(
             w.readyz().await.is_none(),
             "{culprit}: the health port answered"
         );
-        if let Some(status) = w.child.try_wait().expect("try_wait") {
-            break status.code();
+        if let Some(code) = w.try_exit() {
+            break code;
         }
         assert!(
             Instant::now() < deadline,

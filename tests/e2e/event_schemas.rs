@@ -9,14 +9,12 @@
 //!   that produces every event type; each collected event is validated against
 //!   the schema of its type, and a few semantic points are asserted on the way.
 
-mod support;
-
+use crate::support::*;
 use jsonschema::{Draft, Registry, Resource, Validator};
 use lapin::BasicProperties;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
-use support::*;
 
 const T: Duration = Duration::from_secs(30);
 const URN: &str = "urn:lifecycle-worker:schema:";

@@ -1,7 +1,7 @@
 //! Keeps `docs/schemas/command.*.schema.json` in step with the parser: the
 //! same property names, the same required fields, and examples that `parse`
 //! accepts. (Pattern semantics are checked by hand against the corpus;
-//! `tests/event_schemas.rs` also validates the commands it sends, and every
+//! `tests/e2e/event_schemas.rs` also validates the commands it sends, and every
 //! event the worker emits, with a JSON Schema validator.)
 
 use lifecycle_worker::command::{CommandKind, Envelope, Policy, parse};

@@ -5,7 +5,7 @@
 //!   resolved from the files alone, no network), its examples validate, and
 //!   the event schemas are closed (an unknown top-level field fails).
 //! - `real_events_match_their_schemas`: the worker binary against RabbitMQ and
-//!   the in-process simulator (see `tests/support/mod.rs`) runs a scenario set
+//!   the in-process simulator (see `tests/e2e/support/mod.rs`) runs a scenario set
 //!   that produces every event type; each collected event is validated against
 //!   the schema of its type, and a few semantic points are asserted on the way.
 

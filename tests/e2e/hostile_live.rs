@@ -1,6 +1,6 @@
 //! The hostile corpus (`tests/fixtures/hostile/corpus.json`) replayed against a
 //! live worker, and signed-command authentication end to end (CONTRACT
-//! sections 3, 5 and 6). See `tests/support/mod.rs`.
+//! sections 3, 5 and 6). See `tests/e2e/support/mod.rs`.
 
 use crate::corpus::load;
 

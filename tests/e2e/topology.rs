@@ -1,6 +1,6 @@
 //! Broker topology (CONTRACT section 2), the classic-queue option, publishing
 //! through the default exchange, per-target serialization, and configuration
-//! errors at start-up (CONTRACT section 7). See `tests/support/mod.rs`.
+//! errors at start-up (CONTRACT section 7). See `tests/e2e/support/mod.rs`.
 
 use crate::support::*;
 use lapin::BasicProperties;

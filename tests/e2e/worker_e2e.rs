@@ -1,5 +1,5 @@
 //! End-to-end tests: the worker binary against RabbitMQ (a private vhost per
-//! test) and the in-process ECS simulator. See `tests/support/mod.rs`.
+//! test) and the in-process ECS simulator. See `tests/e2e/support/mod.rs`.
 
 use crate::support::*;
 use lapin::BasicProperties;

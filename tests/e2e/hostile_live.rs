@@ -7,33 +7,12 @@ use crate::corpus::load;
 use crate::support::*;
 use hmac::{Hmac, Mac};
 use lapin::BasicProperties;
-use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(30);
-
-/// An exclusive reply queue and the messages arriving on it.
-async fn reply_queue(env: &Env) -> (String, Events) {
-    let q = env
-        .chan
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("reply queue");
-    let name = q.name().to_string();
-    let replies = collect_queue(&env.conn, &name).await;
-    (name, replies)
-}
 
 async fn wait_queue_len(env: &Env, queue: &str, n: u32) {
     let deadline = std::time::Instant::now() + T;

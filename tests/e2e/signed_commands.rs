@@ -12,7 +12,7 @@ use crate::support::*;
 use futures::StreamExt;
 use hmac::{Hmac, Mac};
 use lapin::BasicProperties;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{BasicConsumeOptions, QueueBindOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
@@ -168,21 +168,10 @@ type Raw = Arc<Mutex<Vec<Captured>>>;
 
 async fn capture(env: &Env, exchanges: &[&str], routing_key: &str) -> Raw {
     let chan = env.conn.create_channel().await.expect("channel");
-    let q = chan
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("capture queue");
+    let q = lifecycle_testkit::declare_private_queue(&chan).await;
     for exchange in exchanges {
         chan.queue_bind(
-            q.name().clone(),
+            q.as_str().into(),
             (*exchange).into(),
             routing_key.into(),
             QueueBindOptions::default(),
@@ -193,7 +182,7 @@ async fn capture(env: &Env, exchanges: &[&str], routing_key: &str) -> Raw {
     }
     let mut consumer = chan
         .basic_consume(
-            q.name().clone(),
+            q.as_str().into(),
             "capture".into(),
             BasicConsumeOptions {
                 no_ack: true,
@@ -565,24 +554,7 @@ async fn held_commands_never_go_stale_but_captured_retry_copies_do() {
     let env = Env::new(seed_instances(4)).await;
     let _w = signed_worker(&env, &[]).await;
     let copies = capture(&env, &["lifecycle.retry.1s", "lifecycle.retry.2s"], "").await;
-    let (reply_to, replies) = {
-        let q = env
-            .chan
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("reply queue");
-        let name = q.name().to_string();
-        let replies = collect_queue(&env.conn, &name).await;
-        (name, replies)
-    };
+    let (reply_to, replies) = reply_queue(&env).await;
 
     // Parked for credentials three times: back after 1 s, 2 s and 2 s, older
     // than the age limit from the second return on; it still completes.

@@ -137,27 +137,14 @@ async fn rejected_commands_are_dead_lettered_and_never_executed() {
 async fn reply_to_gets_terminal_event_with_correlation_id() {
     let env = Env::new(seed_instances(1)).await;
     let _w = env.start_worker(&[]).await;
-    let q = env
-        .chan
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("reply queue");
-    let replies = collect_queue(&env.conn, q.name().as_str()).await;
+    let (q, replies) = reply_queue(&env).await;
     let id = new_id("reply");
     env.publish(
         "decommission",
         &decommission(&id, &inst(0)),
         BasicProperties::default()
             .with_content_type("application/json".into())
-            .with_reply_to(q.name().clone())
+            .with_reply_to(q.as_str().into())
             .with_correlation_id("corr-42".into())
             .with_message_id("msg-7".into()),
     )

@@ -902,6 +902,13 @@ pub fn header_str(d: &lapin::message::Delivery, name: &str) -> Option<String> {
     lifecycle_testkit::header_str(&d.properties, name)
 }
 
+/// A private reply queue and the messages arriving on it.
+pub async fn reply_queue(env: &Env) -> (String, Events) {
+    let name = lifecycle_testkit::declare_private_queue(&env.chan).await;
+    let replies = collect_queue(&env.conn, &name).await;
+    (name, replies)
+}
+
 /// Collects the messages of an arbitrary (already declared) queue.
 pub async fn collect_queue(conn: &Connection, queue: &str) -> Events {
     let events: Events = Arc::default();

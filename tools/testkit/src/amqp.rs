@@ -2,7 +2,7 @@
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Connection, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 
 /// Declares the event exchange (as the worker does) and a private queue bound
 /// to every event; returns the queue's name.
@@ -19,20 +19,9 @@ pub async fn declare_events_queue(conn: &Connection, exchange: &str) -> String {
     )
     .await
     .expect("events exchange");
-    let q = chan
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("events queue");
+    let q = declare_private_queue(&chan).await;
     chan.queue_bind(
-        q.name().clone(),
+        q.as_str().into(),
         exchange.into(),
         "#".into(),
         QueueBindOptions::default(),
@@ -40,7 +29,25 @@ pub async fn declare_events_queue(conn: &Connection, exchange: &str) -> String {
     )
     .await
     .expect("bind events");
-    q.name().to_string()
+    q
+}
+
+/// Declares a server-named queue only this connection may use, gone with it;
+/// returns its name.
+pub async fn declare_private_queue(chan: &Channel) -> String {
+    chan.queue_declare(
+        "".into(),
+        QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..QueueDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("private queue")
+    .name()
+    .to_string()
 }
 
 /// A textual header of a message, if present.

@@ -6,7 +6,7 @@
 pub mod amqp;
 pub mod vhost;
 
-pub use amqp::{declare_events_queue, header_str, header_u64};
+pub use amqp::{declare_events_queue, declare_private_queue, header_str, header_u64};
 pub use vhost::{Vhost, rabbitmqctl};
 
 /// A TCP port free on loopback now (for a listener the caller binds next).

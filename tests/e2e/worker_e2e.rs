@@ -450,9 +450,9 @@ async fn broker_connection_closed_mid_batch_loses_nothing() {
     let w = env
         .start_worker(&[("LIFECYCLE__WORKER__CONCURRENCY", "2")])
         .await;
-    // Slow enough (16 s of calls) that the batch outlasts both closes and the
-    // rabbitmqctl runs around them on a busy host.
-    env.set_faults(json!({"latency_ms": 800})).await;
+    // 4 s of calls; the simulator holds them around each close (below), so
+    // the batch outlasts both closes however slow rabbitmqctl is.
+    env.set_faults(json!({"latency_ms": 200})).await;
     let ids: Vec<String> = (0..N).map(|i| new_id(&format!("batch{i}"))).collect();
     for (i, id) in ids.iter().enumerate() {
         env.send_json("decommission", &decommission(id, &inst(i)))
@@ -463,11 +463,11 @@ async fn broker_connection_closed_mid_batch_loses_nothing() {
         .await;
     // Calls in flight stay unanswered until a connection is gone (below), so
     // each close lands mid-batch however slow rabbitmqctl is.
-    env.set_faults(json!({"latency_ms": 800, "hold": true}))
+    env.set_faults(json!({"latency_ms": 200, "hold": true}))
         .await;
     assert_eq!(env.worker_connections().await.len(), 2, "two connections");
     for name in [PUBLISHING, CONSUMING] {
-        env.set_faults(json!({"latency_ms": 800, "hold": true}))
+        env.set_faults(json!({"latency_ms": 200, "hold": true}))
             .await;
         let conns = env.connections_named(name).await;
         assert_eq!(conns.len(), 1, "one {name} connection: {conns:?}");
@@ -475,7 +475,7 @@ async fn broker_connection_closed_mid_batch_loses_nothing() {
         let closed = pid.clone();
         // Calls in flight stay unanswered until the connection is gone, so
         // the close lands mid-batch however slow rabbitmqctl is.
-        env.set_faults(json!({"latency_ms": 800, "hold": true}))
+        env.set_faults(json!({"latency_ms": 200, "hold": true}))
             .await;
         tokio::task::spawn_blocking(move || {
             rabbitmqctl(&["-q", "close_connection", &closed, "test"]);
@@ -491,7 +491,7 @@ async fn broker_connection_closed_mid_batch_loses_nothing() {
             (now.len() == 1 && now[0] != pid).then_some(())
         })
         .await;
-        env.set_faults(json!({"latency_ms": 800})).await;
+        env.set_faults(json!({"latency_ms": 200})).await;
         env.wait_for("completions after the reconnect", T, |e| {
             completions(e) > before
         })

@@ -3,11 +3,10 @@
 //! [`App`] in this process, or the binary as a child process where the process
 //! is the subject), and an event collector.
 
-use futures::StreamExt;
 use lapin::Confirmation;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
-    ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
@@ -772,24 +771,7 @@ impl Env {
 
     /// Broker-side pids of this vhost's connections named `name` by their client.
     pub async fn connections_named(&self, name: &str) -> Vec<String> {
-        let out = tokio::task::spawn_blocking(move || {
-            rabbitmqctl(&[
-                "-q",
-                "list_connections",
-                "pid",
-                "vhost",
-                "client_properties",
-            ])
-        })
-        .await
-        .expect("join");
-        let vhost = &self.vhost.name;
-        out.lines()
-            .filter(|l| l.split_whitespace().nth(1) == Some(vhost.as_str()))
-            .filter(|l| l.contains(&format!("{{\"connection_name\",\"{name}\"}}")))
-            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
-            .filter(|p| p.starts_with('<'))
-            .collect()
+        lifecycle_testkit::connections_named(&self.vhost.name, name).await
     }
 }
 
@@ -799,35 +781,20 @@ pub const CONSUMING: &str = "lifecycle-worker";
 pub const PUBLISHING: &str = "lifecycle-worker-publisher";
 
 async fn spawn_collector(conn: &Connection, queue: &str, events: Events) {
-    let chan = conn.create_channel().await.expect("channel");
-    let mut consumer = chan
-        .basic_consume(
-            queue.into(),
-            "e2e-events".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume events");
-    tokio::spawn(async move {
-        let _chan = chan;
-        while let Some(Ok(d)) = consumer.next().await {
-            let body: Value = serde_json::from_slice(&d.data).unwrap_or(Value::Null);
-            events.lock().expect("lock").push(Ev {
-                received: std::time::Instant::now(),
-                routing_key: d.routing_key.to_string(),
-                body,
-                correlation_id: d
-                    .properties
-                    .correlation_id()
-                    .as_ref()
-                    .map(|c| c.to_string()),
-            });
-        }
-    });
+    lifecycle_testkit::for_each_delivery(conn, queue, "e2e-events", move |d| {
+        let body: Value = serde_json::from_slice(&d.data).unwrap_or(Value::Null);
+        events.lock().expect("lock").push(Ev {
+            received: std::time::Instant::now(),
+            routing_key: d.routing_key.to_string(),
+            body,
+            correlation_id: d
+                .properties
+                .correlation_id()
+                .as_ref()
+                .map(|c| c.to_string()),
+        });
+    })
+    .await;
 }
 
 /// Polls `f` until it returns `Some`.

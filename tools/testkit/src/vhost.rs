@@ -114,6 +114,8 @@ fn quoted(names: &[String]) -> String {
 /// be deleting the same stale vhosts at the same moment, hence `catch`.
 fn create_batch(names: &[String], stale: &[String]) {
     let user = "<<\"lifecycle-tests\">>";
+    // `catch`: a stale vhost may be gone by now (the `delete_vhost` its own
+    // process started on drop can still be running after that process exited).
     let expr = format!(
         "[catch rabbit_vhost:delete(V, {user}) || V <- [{}]], \
          [begin rabbit_vhost:add(V, {user}), \

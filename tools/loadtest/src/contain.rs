@@ -1,5 +1,5 @@
-//! `harness --scenario contain`: time to contain a leaked activation code
-//! behind an offboarding backlog (issue 18).
+//! `--scenario contain`: time to contain a leaked activation code behind an
+//! offboarding backlog (issue 18).
 //!
 //! The worker runs with its defaults (concurrency, prefetch and the client-side
 //! pace of 100 calls/s per region), the simulator answers after 50 ms. Two
@@ -13,12 +13,26 @@
 //!
 //! Per leak-alert: publish → `activation.disabled` and publish → its terminal
 //! `command.completed`; p50 / p99 per phase, the backlog/idle p99 ratio (target
-//! ≤ 1.2), and how many decommissions had completed meanwhile. With
-//! `--throttle` the simulator answers 30 % of calls `Throttling.User` with
-//! `x-acs-retry-after: 100`, and the run also reports failures, API calls per
-//! command and the adaptive rate sampled every 250 ms from `/metrics`.
+//! ≤ 1.2), and how many decommissions had completed meanwhile. The second
+//! round has the simulator answer 30 % of calls `Throttling.User` with
+//! `x-acs-retry-after: 100`, and also reports failures, API calls per command
+//! and the adaptive rate sampled every 250 ms from `/metrics`.
 
-use super::*;
+use crate::args::System;
+use crate::collector::{COMPLETED, tally};
+use crate::publisher::{check_confirm, publish};
+use crate::report::{median, percentile};
+use crate::rig::Rig;
+use crate::run::Bench;
+use crate::sim::{Faults, REGION, Sim, seed_json};
+use crate::system::Spec;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Connection};
+use lifecycle_testkit::for_each_delivery;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 const ALERTS: usize = 20;
 const PER_CODE: usize = 3;
@@ -35,7 +49,7 @@ fn alert_instance(a: usize, k: usize) -> String {
     format!("mi-leak{a:03}x{k}")
 }
 
-/// `BACKLOG` plain instances (ids as the harness numbers them) plus, per
+/// `BACKLOG` plain instances (ids as the publisher numbers them) plus, per
 /// leak-alert, a code with `PER_CODE` instances registered with it.
 fn contain_seed() -> String {
     let base = seed_json(BACKLOG);
@@ -79,46 +93,32 @@ struct Seen {
 type SeenShared = Arc<Mutex<Seen>>;
 
 async fn collect(conn: &Connection, queue: &str, seen: SeenShared) {
-    let chan = conn.create_channel().await.expect("collector channel");
-    let mut consumer = chan
-        .basic_consume(
-            queue.into(),
-            "contain-collector".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume events");
-    tokio::spawn(async move {
-        let _chan = chan;
-        while let Some(Ok(d)) = consumer.next().await {
-            let now = Instant::now();
-            let v: serde_json::Value = serde_json::from_slice(&d.data).unwrap_or_default();
-            let id = v["command_id"].as_str().unwrap_or_default().to_owned();
-            let mut s = seen.lock().expect("seen");
-            match d.routing_key.as_str() {
-                "activation.disabled" => {
-                    s.disabled.entry(id).or_insert(now);
-                }
-                "command.completed" => {
-                    if v["outcome"] == "failed" || v["outcome"] == "partially_failed" {
-                        s.failed += 1;
-                    }
-                    if v["command_kind"] == "leak-alert" {
-                        s.terminal.entry(id).or_insert(now);
-                    } else {
-                        s.decommissions_done += 1;
-                    }
-                }
-                _ => {}
+    for_each_delivery(conn, queue, "contain-collector", move |d| {
+        let now = Instant::now();
+        let v: serde_json::Value = serde_json::from_slice(&d.data).unwrap_or_default();
+        let id = v["command_id"].as_str().unwrap_or_default().to_owned();
+        let mut s = seen.lock().expect("seen");
+        match d.routing_key.as_str() {
+            "activation.disabled" => {
+                s.disabled.entry(id).or_insert(now);
             }
+            COMPLETED => {
+                if v["outcome"] == "failed" || v["outcome"] == "partially_failed" {
+                    s.failed += 1;
+                }
+                if v["command_kind"] == "leak-alert" {
+                    s.terminal.entry(id).or_insert(now);
+                } else {
+                    s.decommissions_done += 1;
+                }
+            }
+            _ => {}
         }
-    });
+    })
+    .await;
 }
 
+/// The 20 leak-alerts, one every 100 ms, each confirmed before the next.
 async fn publish_alerts(conn: &Connection, tag: &str) -> Vec<(String, Instant)> {
     let chan = conn.create_channel().await.expect("channel");
     chan.confirm_select(ConfirmSelectOptions::default())
@@ -170,6 +170,7 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// The pace's current rate, as the worker's `/metrics` says.
 async fn allowed_rate(port: u16) -> Option<f64> {
     let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
@@ -183,65 +184,54 @@ async fn allowed_rate(port: u16) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-async fn phase(
-    args: &Args,
-    backlog: bool,
-    throttle: bool,
-    logdir: &std::path::Path,
-    tag: &str,
-) -> Phase {
-    let vhost = Vhost::create("contain").await;
+/// Sorted milliseconds from each alert's publish to its event in `arrivals`.
+fn since_publish(sent: &[(String, Instant)], arrivals: &BTreeMap<String, Instant>) -> Vec<f64> {
+    let mut v: Vec<f64> = sent
+        .iter()
+        .filter_map(|(id, at)| arrivals.get(id).map(|d| ms(d.duration_since(*at))))
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+async fn phase(b: &Bench, backlog: bool, throttle: bool, tag: &str) -> Phase {
+    let logdir = &b.launcher.logdir;
     let seed = logdir.join(format!("seed-contain-{tag}.json"));
     std::fs::write(&seed, contain_seed()).expect("seed");
-    let sim = start_sim_seeded(&seed, faults(LATENCY_MS, 0.0), logdir, tag).await;
-    if throttle {
-        let _ = reqwest::Client::new()
-            .post(format!("{}/_sim/faults", sim.endpoint()))
-            .json(&serde_json::json!({
-                "latency_ms": LATENCY_MS, "throttle_rate": 0.3, "throttle_retry_after_ms": 100
-            }))
-            .send()
-            .await;
-    }
-    let url = vhost.url();
-    let conn = Connection::connect(&url, ConnectionProperties::default())
-        .await
-        .expect("harness connects");
-    let queue = declare_events_queue(&conn).await;
-    let seen: SeenShared = Arc::default();
-    collect(&conn, &queue, seen.clone()).await;
-    let cfg = RunCfg {
-        system: System::Worker,
-        n: BACKLOG,
-        concurrency: 64,
-        prefetch: 256,
+    let faults = Faults {
         latency_ms: LATENCY_MS,
         error_rate: 0.0,
-        rate: None,
-        preload: false,
     };
-    let mut sut = spawn_sut_with(
-        args,
-        &cfg,
-        &url,
-        &sim.endpoint(),
-        logdir,
+    let sim = Sim::start_seeded(&b.launcher.worker, &seed, faults, logdir, tag).await;
+    if throttle {
+        sim.set_faults(&serde_json::json!({
+            "latency_ms": LATENCY_MS, "throttle_rate": 0.3, "throttle_retry_after_ms": 100
+        }))
+        .await;
+    }
+    let rig = Rig::new(sim).await;
+    let seen: SeenShared = Arc::default();
+    collect(&rig.conn, &rig.events, seen.clone()).await;
+    let mut sut = b.launcher.spawn(&Spec {
+        system: System::Worker,
+        concurrency: 64,
+        prefetch: 256,
+        url: &rig.url,
+        endpoint: &rig.endpoint,
         tag,
-        &[
+        extra: &[
             // The worker's own defaults for the pace: this scenario measures them.
             ("LIFECYCLE__ECS__MAX_CALLS_PER_SECOND", "100"),
             ("LIFECYCLE__ECS__RATE_BURST", "50"),
         ],
-    );
+    });
     let mut result = Phase::default();
     if let Err(e) = sut.wait_ready(Duration::from_secs(60)).await {
         eprintln!("contain: worker not ready: {e}");
         return result;
     }
     let port = sut.http_port.unwrap_or_default();
-    let publishing = Connection::connect(&url, ConnectionProperties::default())
-        .await
-        .expect("publisher connects");
+    let publishing = rig.connect("publisher").await;
     let started = Instant::now();
     let trace = Arc::new(Mutex::new(Vec::new()));
     let sampler = {
@@ -260,7 +250,6 @@ async fn phase(
     };
     let sent = if backlog {
         let shared = tally(BACKLOG);
-        let pubconn = &publishing;
         let alerts = async {
             // Over the backlog's first seconds: once a quarter of it is queued.
             loop {
@@ -277,15 +266,15 @@ async fn phase(
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            publish_alerts(&conn, tag).await
+            publish_alerts(&rig.conn, tag).await
         };
-        let (p, sent) = tokio::join!(publish(pubconn, &shared, 0..BACKLOG, None), alerts);
+        let (p, sent) = tokio::join!(publish(&publishing, &shared, 0..BACKLOG, None), alerts);
         if let Err(e) = p {
             eprintln!("contain: backlog publish failed: {e}");
         }
         sent
     } else {
-        publish_alerts(&conn, tag).await
+        publish_alerts(&rig.conn, tag).await
     };
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -300,24 +289,13 @@ async fn phase(
     }
     if backlog && throttle {
         // Long enough a trace to see where the adaptive rate settles.
-        let until = started + TRACE_FOR;
-        while Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        tokio::time::sleep_until((started + TRACE_FOR).into()).await;
     }
     sampler.abort();
     let completed = {
         let s = seen.lock().expect("seen");
-        let mut disabled: Vec<f64> = sent
-            .iter()
-            .filter_map(|(id, at)| s.disabled.get(id).map(|d| ms(d.duration_since(*at))))
-            .collect();
-        let mut terminal: Vec<f64> = sent
-            .iter()
-            .filter_map(|(id, at)| s.terminal.get(id).map(|d| ms(d.duration_since(*at))))
-            .collect();
-        disabled.sort_by(f64::total_cmp);
-        terminal.sort_by(f64::total_cmp);
+        let disabled = since_publish(&sent, &s.disabled);
+        let terminal = since_publish(&sent, &s.terminal);
         result.ok = disabled.len() == ALERTS && terminal.len() == ALERTS;
         result.disabled_p50 = percentile(&disabled, 50.0);
         result.disabled_p99 = percentile(&disabled, 99.0);
@@ -327,32 +305,20 @@ async fn phase(
         result.failed = s.failed;
         s.decommissions_done + s.terminal.len()
     };
-    let calls = reqwest::Client::new()
-        .get(format!("{}/_sim/requests", sim.endpoint()))
-        .send()
-        .await
-        .ok();
-    let calls = match calls {
-        Some(r) => r
-            .json::<Vec<serde_json::Value>>()
-            .await
-            .map_or(0, |v| v.len()),
-        None => 0,
-    };
     // Leak-alerts make 1 + 1 + PER_CODE calls each; decommissions one.
     let expected = completed + ALERTS * (1 + PER_CODE);
-    result.api_calls_per_cmd = calls as f64 / expected.max(1) as f64;
+    result.api_calls_per_cmd = rig.sim.request_count().await as f64 / expected.max(1) as f64;
     result.rate_trace = trace.lock().expect("trace").clone();
     sut.stop().await;
     let _ = publishing.close(200, "done".into()).await;
-    let _ = conn.close(200, "done".into()).await;
-    sim.shutdown().await;
-    drop(vhost);
+    rig.close().await;
     result
 }
 
-/// Runs the scenario `args.runs` times and reports medians.
-pub async fn contain(args: &Args, report: &Report, logdir: &std::path::Path) {
+/// Runs the scenario `b.runs` times, without and with throttling, and
+/// reports each run and the medians.
+pub async fn contain(b: &Bench) {
+    let report = &b.report;
     for throttle in [false, true] {
         let title = if throttle {
             "with 30 % Throttling.User (x-acs-retry-after 100 ms)"
@@ -370,23 +336,9 @@ pub async fn contain(args: &Args, report: &Report, logdir: &std::path::Path) {
         let mut calls = Vec::new();
         let mut failed = 0;
         let mut last_trace = Vec::new();
-        for run in 0..args.runs {
-            let idle = phase(
-                args,
-                false,
-                throttle,
-                logdir,
-                &format!("idle{run}{throttle}"),
-            )
-            .await;
-            let busy = phase(
-                args,
-                true,
-                throttle,
-                logdir,
-                &format!("busy{run}{throttle}"),
-            )
-            .await;
+        for run in 0..b.runs {
+            let idle = phase(b, false, throttle, &format!("idle{run}{throttle}")).await;
+            let busy = phase(b, true, throttle, &format!("busy{run}{throttle}")).await;
             for (name, p) in [("idle", &idle), ("backlog", &busy)] {
                 report.line(&format!(
                     "| {run} | {name} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {:.2} | {} |",
@@ -410,7 +362,7 @@ pub async fn contain(args: &Args, report: &Report, logdir: &std::path::Path) {
         let ratio = median(ratios);
         report.line(&format!(
             "\nMedians of {} runs: publish → activation.disabled p99 idle **{:.0} ms**, behind the backlog **{:.0} ms**; ratio **{ratio:.2}** (target ≤ 1.2): {}",
-            args.runs,
+            b.runs,
             median(idle_p99s),
             median(backlog_p99s),
             if ratio <= 1.2 { "met" } else { "NOT met" }

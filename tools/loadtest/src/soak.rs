@@ -1,4 +1,4 @@
-//! `harness --soak`: the endurance run of issue 6.
+//! `loadtest soak`: the endurance run of issue 6.
 //!
 //! N commands (default 50,000) paced over ~M minutes (default 10) with 30 %
 //! injected `InternalError.Dispatch`, a burst of `Throttling.User` answers
@@ -9,12 +9,26 @@
 //! on (`command_id`, `type`) removes), that the simulator deregistered no
 //! instance twice, that RSS stayed flat, and prints a summary table.
 
-use super::*;
+use crate::args::{SoakArgs, System};
+use crate::collector::{latencies_ms, spawn_collector, tally};
+use crate::procstat::{clk_tck, cpu_seconds, loadavg, status_mib, time_now};
+use crate::publisher::publish;
+use crate::report::{Report, percentile};
+use crate::rig::Rig;
+use crate::scenarios::wrap_words;
+use crate::sim::{Faults, Sim};
+use crate::system::{Launcher, Spec, Sut};
+use lifecycle_testkit::connections_named;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 const CLOSE_EVERY: Duration = Duration::from_secs(60);
 const THROTTLE_EVERY: Duration = Duration::from_secs(45);
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
+/// 30 % dispatch errors, and with `throttle_burst` the next 300 calls
+/// answered `Throttling.User` with a 250 ms retry-after.
 fn soak_faults(throttle_burst: bool) -> serde_json::Value {
     let mut v = serde_json::json!({ "dispatch_error_rate": 0.3 });
     if throttle_burst {
@@ -28,32 +42,25 @@ fn soak_faults(throttle_burst: bool) -> serde_json::Value {
     v
 }
 
+/// The broker's ids of the worker's two connections on `vhost`.
 async fn worker_connections(vhost: &str) -> Vec<String> {
-    let vhost = vhost.to_owned();
-    tokio::task::spawn_blocking(move || {
-        rabbitmqctl(&[
-            "-q",
-            "list_connections",
-            "pid",
-            "vhost",
-            "client_properties",
-        ])
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.split_whitespace().nth(1) == Some(vhost.as_str()))
-        .filter(|l| l.contains("lifecycle-worker"))
-        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
-        .filter(|p| p.starts_with('<'))
-        .collect()
-    })
-    .await
-    .unwrap_or_default()
+    let mut all = connections_named(vhost, "lifecycle-worker").await;
+    all.extend(connections_named(vhost, "lifecycle-worker-publisher").await);
+    all
 }
 
+/// Closes the connections; how many it closed (one may be gone already).
 async fn close_connections(pids: Vec<String>) -> usize {
     tokio::task::spawn_blocking(move || {
         pids.iter()
-            .filter(|p| rabbitmqctl(&["-q", "close_connection", p, "soak: forced close"]).is_ok())
+            .filter(|p| {
+                Command::new("rabbitmqctl")
+                    .args(["-q", "close_connection", p, "soak: forced close"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            })
             .count()
     })
     .await
@@ -66,47 +73,81 @@ struct Sample {
     rss_mib: f64,
 }
 
-pub(crate) async fn soak(args: Args) {
+/// Per incarnation, after 30 s of warm-up: (incarnation, mean RSS of the
+/// first half of the samples, of the second half, the maximum).
+fn rss_growth(samples: &[Sample], incarnations: usize) -> Vec<(usize, f64, f64, f64)> {
+    let mut growth = Vec::new();
+    for inc in 0..=incarnations {
+        let first_at = samples
+            .iter()
+            .find(|s| s.incarnation == inc)
+            .map_or(0.0, |s| s.at);
+        let v: Vec<f64> = samples
+            .iter()
+            .filter(|s| s.incarnation == inc && s.at >= first_at + 30.0 && s.rss_mib.is_finite())
+            .map(|s| s.rss_mib)
+            .collect();
+        if v.len() >= 4 {
+            let (a, b) = v.split_at(v.len() / 2);
+            let ma = a.iter().sum::<f64>() / a.len() as f64;
+            let mb = b.iter().sum::<f64>() / b.len() as f64;
+            let max = v.iter().copied().fold(0.0, f64::max);
+            growth.push((inc, ma, mb, max));
+        }
+    }
+    growth
+}
+
+/// Second half within 10 % + 1 MiB of the first: no leak worth the name.
+fn flat(first: f64, second: f64) -> bool {
+    second <= first * 1.10 + 1.0
+}
+
+pub async fn soak(args: SoakArgs, worker: PathBuf) {
     let report = Report {
-        out: args.out.clone(),
+        out: args.common.out.clone(),
     };
-    let n = args.soak_n;
-    let duration = Duration::from_secs_f64(args.soak_minutes * 60.0);
+    let n = args.n;
+    let duration = Duration::from_secs_f64(args.minutes * 60.0);
     let rate = n as f64 / duration.as_secs_f64();
     let logdir = std::env::temp_dir().join(format!("lw-soak-{}", std::process::id()));
     std::fs::create_dir_all(&logdir).expect("log dir");
     let load_start = loadavg();
     eprintln!(
         "soak: {n} commands at {rate:.1}/s over {:.1} min; logs in {}",
-        args.soak_minutes,
+        args.minutes,
         logdir.display()
     );
+    let launcher = Launcher {
+        worker,
+        wrap: wrap_words(args.common.worker_wrap.as_deref()),
+        python: None,
+        logdir: logdir.clone(),
+    };
 
-    let vhost = Vhost::create("soak").await;
-    let sim = start_sim(n, faults(0, 0.3), &logdir, "soak").await;
-    let endpoint = sim.endpoint();
-    let http = reqwest::Client::new();
-    let url = vhost.url();
-    let conn = Connection::connect(&url, ConnectionProperties::default())
-        .await
-        .expect("harness connects");
-    let queue = declare_events_queue(&conn).await;
-    let shared = tally(n);
-    spawn_collector(&conn, &queue, shared.clone()).await;
-
-    let cfg = RunCfg {
-        system: System::Worker,
-        n,
-        concurrency: 64,
-        prefetch: 256,
+    let faults = Faults {
         latency_ms: 0,
         error_rate: 0.3,
-        rate: Some(rate),
-        preload: false,
+    };
+    let sim = Sim::start(&launcher.worker, n, faults, &logdir, "soak").await;
+    let rig = Rig::new(sim).await;
+    let shared = tally(n);
+    spawn_collector(&rig.conn, &rig.events, shared.clone()).await;
+
+    let spawn = |incarnation: usize| -> Sut {
+        launcher.spawn(&Spec {
+            system: System::Worker,
+            concurrency: 64,
+            prefetch: 256,
+            url: &rig.url,
+            endpoint: &rig.endpoint,
+            tag: &incarnation.to_string(),
+            extra: &[],
+        })
     };
     let tck = clk_tck();
     let mut incarnation = 0usize;
-    let mut sut = spawn_sut(&args, &cfg, &url, &endpoint, &logdir, "0");
+    let mut sut = spawn(incarnation);
     sut.wait_ready(Duration::from_secs(60))
         .await
         .expect("worker ready");
@@ -117,13 +158,8 @@ pub(crate) async fn soak(args: Args) {
     let started = Instant::now();
     let publisher = {
         let shared = shared.clone();
-        let url = url.clone();
-        tokio::spawn(async move {
-            let pconn = Connection::connect(&url, ConnectionProperties::default())
-                .await
-                .map_err(|e| e.to_string())?;
-            publish(&pconn, &shared, 0..n, Some(rate)).await
-        })
+        let pconn = rig.connect("harness publisher").await;
+        tokio::spawn(async move { publish(&pconn, &shared, 0..n, Some(rate)).await })
     };
 
     let kills = [duration / 3, duration * 2 / 3];
@@ -135,7 +171,7 @@ pub(crate) async fn soak(args: Args) {
     let mut closed_conns = 0usize;
     let mut bursts = 0usize;
     let mut samples: Vec<Sample> = Vec::new();
-    let deadline = duration + args.timeout;
+    let deadline = duration + args.common.timeout();
     let mut all_done = false;
     while started.elapsed() < deadline {
         let now = started.elapsed();
@@ -149,16 +185,12 @@ pub(crate) async fn soak(args: Args) {
         }
         if now >= next_close && now < duration {
             closes += 1;
-            closed_conns += close_connections(worker_connections(&vhost.name).await).await;
+            closed_conns += close_connections(worker_connections(&rig.vhost.name).await).await;
             next_close += CLOSE_EVERY;
         }
         if now >= next_throttle && now < duration {
             bursts += 1;
-            let _ = http
-                .post(format!("{endpoint}/_sim/faults"))
-                .json(&soak_faults(true))
-                .send()
-                .await;
+            rig.sim.set_faults(&soak_faults(true)).await;
             next_throttle += THROTTLE_EVERY;
         }
         if next_kill < kills.len() && now >= kills[next_kill] {
@@ -172,14 +204,7 @@ pub(crate) async fn soak(args: Args) {
                 "soak: worker SIGKILLed at {:.0} s; restarting",
                 now.as_secs_f64()
             );
-            sut = spawn_sut(
-                &args,
-                &cfg,
-                &url,
-                &endpoint,
-                &logdir,
-                &incarnation.to_string(),
-            );
+            sut = spawn(incarnation);
             if let Err(e) = sut.wait_ready(Duration::from_secs(60)).await {
                 eprintln!("soak: restarted worker not ready: {e}");
             }
@@ -213,10 +238,7 @@ pub(crate) async fn soak(args: Args) {
     tokio::time::sleep(Duration::from_secs(3)).await;
     peaks.push(status_mib(sut.pid(), "VmHWM:"));
     cpu_total += cpu_seconds(sut.pid(), tck) - cpu0;
-    let state: serde_json::Value = match http.get(format!("{endpoint}/_sim/state")).send().await {
-        Ok(r) => r.json().await.unwrap_or_default(),
-        Err(_) => serde_json::Value::Null,
-    };
+    let state = rig.sim.state().await;
     sut.stop().await;
 
     let deregs = state["Deregistrations"]
@@ -228,46 +250,25 @@ pub(crate) async fn soak(args: Args) {
         .filter(|v| v.as_u64().unwrap_or(0) > 1)
         .count();
     let deregistered = deregs.len();
-    let t = snapshot(&shared);
-    let missing = t.completions.iter().filter(|c| **c == 0).count();
-    let with_dups = t.completions.iter().filter(|c| **c > 1).count();
-    let mut lat: Vec<f64> = t
-        .sent
-        .iter()
-        .zip(&t.done)
-        .filter_map(|(s, d)| Some(d.as_ref()?.duration_since(*s.as_ref()?).as_secs_f64() * 1e3))
-        .collect();
-    lat.sort_by(f64::total_cmp);
-
-    // RSS flat: within each incarnation, after 30 s of warm-up, the mean of the
-    // second half of the samples against the first half.
-    let mut growth: Vec<(usize, f64, f64, f64)> = Vec::new();
-    for inc in 0..=incarnation {
-        let first_at = samples
-            .iter()
-            .find(|s| s.incarnation == inc)
-            .map_or(0.0, |s| s.at);
-        let v: Vec<f64> = samples
-            .iter()
-            .filter(|s| s.incarnation == inc && s.at >= first_at + 30.0 && s.rss_mib.is_finite())
-            .map(|s| s.rss_mib)
-            .collect();
-        if v.len() >= 4 {
-            let (a, b) = v.split_at(v.len() / 2);
-            let ma = a.iter().sum::<f64>() / a.len() as f64;
-            let mb = b.iter().sum::<f64>() / b.len() as f64;
-            let max = v.iter().copied().fold(0.0, f64::max);
-            growth.push((inc, ma, mb, max));
-        }
-    }
-    let flat = growth.iter().all(|(_, a, b, _)| *b <= a * 1.10 + 1.0);
+    let (missing, with_dups, duplicates, outcomes, lat) = {
+        let t = shared.0.lock().expect("tally");
+        (
+            t.completions.iter().filter(|c| **c == 0).count(),
+            t.completions.iter().filter(|c| **c > 1).count(),
+            t.duplicates,
+            t.outcomes.clone(),
+            latencies_ms(&t),
+        )
+    };
+    let growth = rss_growth(&samples, incarnation);
+    let rss_flat = growth.iter().all(|(_, a, b, _)| flat(*a, *b));
 
     let ok_completed = missing == 0;
     let ok_deregs = twice == 0 && deregistered == n;
     let ok_publish = publish_result.is_ok();
     report.line(&format!(
         "\n### soak — {n} commands, {:.1} min target, load {load_start} at start, {} at end, {}\n",
-        args.soak_minutes,
+        args.minutes,
         loadavg(),
         time_now()
     ));
@@ -292,16 +293,12 @@ pub(crate) async fn soak(args: Args) {
         n - missing,
         v(ok_completed)
     ));
-    report.line(&format!("| duplicate terminal events removed by the dedupe rule | {} (on {with_dups} commands) | counted |", t.duplicates));
-    let outcomes: Vec<String> = t
-        .outcomes
-        .iter()
-        .map(|(k, c)| format!("{k}: {c}"))
-        .collect();
-    let all_succeeded = t.outcomes.keys().all(|k| k == "succeeded");
+    report.line(&format!("| duplicate terminal events removed by the dedupe rule | {duplicates} (on {with_dups} commands) | counted |"));
+    let outcome_list: Vec<String> = outcomes.iter().map(|(k, c)| format!("{k}: {c}")).collect();
+    let all_succeeded = outcomes.keys().all(|k| k == "succeeded");
     report.line(&format!(
         "| terminal outcomes (with duplicates) | {} | {} |",
-        outcomes.join(", "),
+        outcome_list.join(", "),
         v(all_succeeded)
     ));
     report.line(&format!(
@@ -319,8 +316,7 @@ pub(crate) async fn soak(args: Args) {
         "| throttling bursts (300 × Throttling.User, retry-after 250 ms) | {bursts} | done |"
     ));
     report.line(&format!(
-        "| worker SIGKILLs + restarts | {} | done |",
-        incarnation
+        "| worker SIGKILLs + restarts | {incarnation} | done |"
     ));
     report.line(&format!(
         "| latency p50 / p99 publish → first terminal event | {:.0} / {:.0} ms | info |",
@@ -338,44 +334,21 @@ pub(crate) async fn soak(args: Args) {
         v(peaks.iter().all(|p| *p <= 40.0))
     ));
     for (inc, a, b, max) in &growth {
-        report.line(&format!("| RSS incarnation {inc}: mean first half → second half (max) | {a:.1} → {b:.1} MiB ({max:.1}) | {} |", v(*b <= a * 1.10 + 1.0)));
+        report.line(&format!("| RSS incarnation {inc}: mean first half → second half (max) | {a:.1} → {b:.1} MiB ({max:.1}) | {} |", v(flat(*a, *b))));
     }
     report.line(&format!(
-        "| RSS flat (second half ≤ first half + 10 % + 1 MiB) | {} | {} |",
-        flat,
-        v(flat)
+        "| RSS flat (second half ≤ first half + 10 % + 1 MiB) | {rss_flat} | {} |",
+        v(rss_flat)
     ));
-    let pass = ok_publish && all_done && ok_completed && ok_deregs && flat && all_succeeded;
+    let pass = ok_publish && all_done && ok_completed && ok_deregs && rss_flat && all_succeeded;
     report.line(&format!(
         "\nsoak verdict: {}",
         if pass { "PASS" } else { "FAIL" }
     ));
-    let _ = conn.close(200, "done".into()).await;
-    sim.shutdown().await;
-    drop(vhost);
+    rig.close().await;
     if pass {
         let _ = std::fs::remove_dir_all(&logdir);
     } else {
         eprintln!("worker logs kept in {}", logdir.display());
-    }
-}
-
-/// The collector's findings, copied out of the lock.
-struct Snapshot {
-    sent: Vec<Option<Instant>>,
-    done: Vec<Option<Instant>>,
-    completions: Vec<u32>,
-    duplicates: usize,
-    outcomes: BTreeMap<String, usize>,
-}
-
-fn snapshot(shared: &Shared) -> Snapshot {
-    let t = shared.0.lock().expect("tally");
-    Snapshot {
-        sent: t.sent.clone(),
-        done: t.done.clone(),
-        completions: t.completions.clone(),
-        duplicates: t.duplicates,
-        outcomes: t.outcomes.clone(),
     }
 }

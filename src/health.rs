@@ -53,9 +53,28 @@ impl CredentialProblem {
 }
 
 /// Why the worker is not ready, by condition.
+/// Which broker nodes the worker is on, by position in `amqp.url` (from 1;
+/// 0 while not connected), never by host or credentials: what an operator
+/// needs to tell which node a worker follows after a failover.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BrokerLink {
+    /// Nodes named in `amqp.url`.
+    pub nodes: usize,
+    /// The node the consuming connection is on.
+    pub consuming_node: usize,
+    /// The node the publishing connection is on.
+    pub publishing_node: usize,
+    /// Sessions opened after the first (each after a lost broker).
+    pub reconnects: u64,
+    /// The broker blocks the publishing connection (a resource alarm).
+    pub publishing_blocked: bool,
+}
+
 #[derive(Debug, Default)]
 struct State {
     broker: Option<String>,
+    link: BrokerLink,
+    blocked: Option<String>,
     /// The broker refuses command outcomes (settlements are being republished).
     publishing: Option<String>,
     credentials: Option<CredentialProblem>,
@@ -83,6 +102,8 @@ pub struct Readiness {
     pub ready: bool,
     /// Why not (empty when ready).
     pub reasons: Vec<String>,
+    /// Which broker nodes the session is on, and how often it reconnected.
+    pub broker: BrokerLink,
     /// The worker's own credentials failing, in detail.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credentials: Option<CredentialProblem>,
@@ -113,6 +134,20 @@ impl Health {
     }
 
     /// The broker refuses to take command outcomes (`None`: it takes them again).
+    /// Records where the session's connections are (or 0s when lost).
+    pub fn set_link(&self, update: impl FnOnce(&mut BrokerLink)) {
+        self.with(|s| update(&mut s.link));
+    }
+
+    /// A `connection.blocked` from the broker (its reason), or `None` when it
+    /// unblocks or the session ends.
+    pub fn set_blocked(&self, reason: Option<String>) {
+        self.with(|s| {
+            s.link.publishing_blocked = reason.is_some();
+            s.blocked = reason;
+        });
+    }
+
     pub fn set_publishing(&self, problem: Option<String>) {
         self.with(|s| s.publishing = problem);
     }
@@ -158,6 +193,11 @@ impl Health {
             if let Some(b) = &s.broker {
                 reasons.push(b.clone());
             }
+            if let Some(b) = &s.blocked {
+                reasons.push(format!(
+                    "the broker blocks publishing ({b}): no new commands are taken until it unblocks"
+                ));
+            }
             if let Some(p) = &s.publishing {
                 reasons.push(p.clone());
             }
@@ -167,6 +207,7 @@ impl Health {
             Readiness {
                 ready: reasons.is_empty(),
                 reasons,
+                broker: s.link.clone(),
                 credentials: s.credentials.clone(),
                 degraded_accounts: s.degraded_accounts.clone(),
             }
@@ -227,6 +268,22 @@ mod tests {
             h.readiness().ready,
             "a degraded account keeps the worker ready"
         );
+        h.set_blocked(Some("low on memory".into()));
+        let r = h.readiness();
+        assert!(!r.ready && r.broker.publishing_blocked);
+        assert!(
+            r.reasons[0].contains("blocks publishing (low on memory)"),
+            "{r:?}"
+        );
+        h.set_blocked(None);
+        assert!(h.readiness().ready);
+        h.set_link(|l| {
+            l.nodes = 3;
+            l.consuming_node = 2;
+        });
+        let body = serde_json::to_value(h.readiness()).unwrap_or_default();
+        assert_eq!(body["broker"]["nodes"], 3);
+        assert_eq!(body["broker"]["consuming_node"], 2);
         h.set_shutting_down();
         assert!(!h.readiness().ready);
     }

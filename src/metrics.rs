@@ -64,6 +64,13 @@ pub struct ActionLabel {
     pub action: String,
 }
 
+/// `connection`: `consuming` or `publishing`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabel {
+    /// Which of the session's two connections.
+    pub connection: &'static str,
+}
+
 /// All metrics of the worker.
 pub struct Metrics {
     registry: Registry,
@@ -83,6 +90,8 @@ pub struct Metrics {
     pub in_flight: Gauge,
     /// Broker (re)connections after the first.
     pub reconnects: Counter,
+    /// The node each connection is on, by position in `amqp.url` (0: none).
+    pub broker_node: Family<ConnectionLabel, Gauge>,
     /// 1 when ready.
     pub ready: Gauge,
     /// Events published with no queue bound to receive them.
@@ -176,6 +185,7 @@ impl Metrics {
         let redeliveries = Family::<KindReason, Counter>::default();
         let in_flight = Gauge::default();
         let reconnects = Counter::default();
+        let broker_node = Family::<ConnectionLabel, Gauge>::default();
         let ready = Gauge::default();
         let unroutable_events = Counter::default();
         let degraded_accounts = Gauge::default();
@@ -290,6 +300,11 @@ impl Metrics {
             "Broker reconnections",
             reconnects.clone(),
         );
+        registry.register(
+            "broker_node",
+            "The broker node each connection is on, by position in amqp.url (0: not connected)",
+            broker_node.clone(),
+        );
         registry.register("ready", "1 when the worker is ready", ready.clone());
         registry.register(
             "unroutable_events",
@@ -311,6 +326,7 @@ impl Metrics {
             redeliveries,
             in_flight,
             reconnects,
+            broker_node,
             ready,
             unroutable_events,
             degraded_accounts,

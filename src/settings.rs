@@ -88,7 +88,8 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AmqpSettings {
-    /// Broker URL; may carry a password, so it is a [`Secret`].
+    /// Broker URL, or several nodes' URLs of one cluster comma-separated;
+    /// may carry a password, so it is a [`Secret`].
     pub url: Secret,
     /// A file holding the broker URL, instead of `url`.
     pub url_file: String,
@@ -110,6 +111,9 @@ pub struct AmqpSettings {
     /// together): lapin's own connect can wait forever on a broker that
     /// accepts TCP but never finishes the handshake.
     pub connect_timeout_ms: u64,
+    /// AMQP heartbeat, seconds: a node that hangs without closing its
+    /// sockets is given up after two of them (0 turns heartbeats off).
+    pub heartbeat_s: u16,
 }
 
 /// RabbitMQ queue flavour: quorum queues replicate (the production default),
@@ -400,11 +404,14 @@ impl Settings {
 
     /// Range and cross-field checks that serde types cannot express.
     fn validate(&self) -> Result<(), SettingsError> {
-        let url = self.amqp.url.expose();
-        if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+        let nodes: Vec<&str> = self.amqp.url.expose().split(',').map(str::trim).collect();
+        if nodes
+            .iter()
+            .any(|url| !(url.starts_with("amqp://") || url.starts_with("amqps://")))
+        {
             return Err(SettingsError::invalid(
                 "amqp.url",
-                "must start with amqp:// or amqps://",
+                "each comma-separated node must start with amqp:// or amqps://",
             ));
         }
         positive("amqp.prefetch", u64::from(self.amqp.prefetch))?;

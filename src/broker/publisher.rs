@@ -60,6 +60,10 @@ pub enum PublishError {
         /// Routing key of the returned message.
         routing_key: String,
     },
+    /// The session ended (its connections lost) before every confirm came:
+    /// unconfirmed is not confirmed.
+    #[error("the broker session ended before the publish was confirmed")]
+    SessionLost,
 }
 
 /// Counts of what was returned but tolerated, for metrics.
@@ -75,6 +79,10 @@ pub struct Published {
 #[derive(Clone)]
 pub struct Publisher {
     channel: Channel,
+    /// Cancelled when the session this publisher belongs to is lost: lapin
+    /// may never settle a confirm of a connection that died, and a task
+    /// waiting for one would hold its command's lock and slot for good.
+    lost: tokio_util::sync::CancellationToken,
 }
 
 impl Publisher {
@@ -84,10 +92,19 @@ impl Publisher {
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        Ok(Self { channel })
+        Ok(Self {
+            channel,
+            lost: tokio_util::sync::CancellationToken::new(),
+        })
     }
 
-    /// The underlying channel (for topology declaration).
+    /// Ends every wait for a confirm with [`PublishError::SessionLost`]
+    /// (the session's connections are gone; their deliveries are redelivered).
+    pub fn session_lost(&self) {
+        self.lost.cancel();
+    }
+
+    /// The underlying channel (watched for loss; closed in order at shutdown).
     pub fn channel(&self) -> &Channel {
         &self.channel
     }
@@ -104,6 +121,13 @@ impl Publisher {
     /// The batch is borrowed, so a settlement the broker refused can be
     /// published again as it was (same event ids) without redoing its work.
     pub async fn publish_all(&self, batch: &[Outgoing]) -> Result<Published, PublishError> {
+        tokio::select! {
+            published = self.publish_confirmed(batch) => published,
+            () = self.lost.cancelled() => Err(PublishError::SessionLost),
+        }
+    }
+
+    async fn publish_confirmed(&self, batch: &[Outgoing]) -> Result<Published, PublishError> {
         let options = BasicPublishOptions {
             mandatory: true,
             ..BasicPublishOptions::default()

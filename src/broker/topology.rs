@@ -9,12 +9,22 @@
 //! set to the command queue it came from, which is therefore where it returns.
 //! One queue per delay serves every command queue, and per-queue TTL keeps
 //! expiry in FIFO order.
+//!
+//! Quorum command queues say what RabbitMQ 4 would otherwise decide for them:
+//! `x-delivery-limit` 20 (4.x's default, so 3.x behaves the same: a command
+//! that kills every worker that takes it ends in the dead-letter queue instead
+//! of looping forever) with `x-dead-letter-strategy: at-least-once` and
+//! `x-overflow: reject-publish`, without which quorum queues dead-letter
+//! at-most-once and such a command could be lost. A queue that already
+//! exists with other arguments (declared by an older version, or by hand)
+//! cannot be changed by a declaration: it is used as it is, and the worker
+//! and `check` say so.
 
 use crate::command::CommandKind;
 use crate::settings::{Delays, QueueType, Settings, TopologySettings, lists::format_duration};
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{Channel, ExchangeKind};
+use lapin::{Channel, Connection, ExchangeKind};
 use std::time::Duration;
 
 /// Names and kinds of everything the worker declares.
@@ -26,6 +36,36 @@ pub struct Topology {
     pub queue_type: QueueType,
     /// Retry delays, in order (at least one).
     pub delays: Delays,
+}
+
+/// Deliveries of one command before a quorum queue dead-letters it.
+pub const DELIVERY_LIMIT: i64 = 20;
+
+/// What a declaration found that an operator should hear about.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Declared {
+    /// Queues that exist with other arguments than the worker's; used as they are.
+    pub kept_as_they_are: Vec<String>,
+}
+
+impl Declared {
+    /// A sentence for logs and `check`, if there is anything to say.
+    pub fn warning(&self) -> Option<String> {
+        (!self.kept_as_they_are.is_empty()).then(|| {
+            format!(
+                "queue(s) {} already exist with other arguments than the worker declares \
+                 (x-delivery-limit {DELIVERY_LIMIT}, at-least-once dead-lettering): used as they are; \
+                 see docs/operations.md to recreate them",
+                self.kept_as_they_are.join(", ")
+            )
+        })
+    }
+}
+
+/// Whether a declaration failed because the queue exists with other arguments.
+fn precondition_failed(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp)
+        if amqp.get_id() == 406)
 }
 
 /// A delayed-retry stage: where to publish and how long it waits.
@@ -97,16 +137,57 @@ impl Topology {
         args
     }
 
-    /// Declares everything; safe to repeat.
-    pub async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
+    /// Declares a queue; one that exists with other arguments is used as it
+    /// is (the refusal closes the channel, so a fresh one replaces it).
+    async fn declare_queue(
+        connection: &Connection,
+        channel: &mut Channel,
+        name: &str,
+        args: FieldTable,
+        declared: &mut Declared,
+    ) -> Result<(), lapin::Error> {
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        match channel.queue_declare(short(name), durable, args).await {
+            Ok(_) => Ok(()),
+            Err(e) if precondition_failed(&e) => {
+                *channel = connection.create_channel().await?;
+                let exists = QueueDeclareOptions {
+                    passive: true,
+                    ..durable
+                };
+                channel
+                    .queue_declare(short(name), exists, FieldTable::default())
+                    .await?;
+                declared.kept_as_they_are.push(name.to_owned());
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Declares everything on a channel of its own; safe to repeat.
+    pub async fn declare(&self, connection: &Connection) -> Result<Declared, lapin::Error> {
+        let mut channel = connection.create_channel().await?;
+        let mut declared = Declared::default();
+        self.declare_on(connection, &mut channel, &mut declared)
+            .await?;
+        let _ = channel.close(200, "declared".into()).await;
+        Ok(declared)
+    }
+
+    async fn declare_on(
+        &self,
+        connection: &Connection,
+        channel: &mut Channel,
+        declared: &mut Declared,
+    ) -> Result<(), lapin::Error> {
         let n = &self.names;
         let durable = ExchangeDeclareOptions {
             durable: true,
             ..ExchangeDeclareOptions::default()
-        };
-        let durable_queue = QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
         };
         for exchange in [
             &n.command_exchange,
@@ -122,13 +203,14 @@ impl Topology {
                 )
                 .await?;
         }
-        channel
-            .queue_declare(
-                short(&n.dead_letter_queue),
-                durable_queue,
-                self.queue_args(),
-            )
-            .await?;
+        Self::declare_queue(
+            connection,
+            channel,
+            &n.dead_letter_queue,
+            self.queue_args(),
+            declared,
+        )
+        .await?;
         channel
             .queue_bind(
                 short(&n.dead_letter_queue),
@@ -147,9 +229,14 @@ impl Topology {
                 "x-dead-letter-exchange".into(),
                 long(&n.dead_letter_exchange),
             );
-            channel
-                .queue_declare(short(queue), durable_queue, args)
-                .await?;
+            if self.queue_type == QueueType::Quorum {
+                args.insert(
+                    "x-delivery-limit".into(),
+                    AMQPValue::LongLongInt(DELIVERY_LIMIT),
+                );
+                at_least_once(&mut args);
+            }
+            Self::declare_queue(connection, channel, queue, args, declared).await?;
             channel
                 .queue_bind(
                     short(queue),
@@ -174,14 +261,10 @@ impl Topology {
             args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
             args.insert("x-dead-letter-exchange".into(), long(""));
             if self.queue_type == QueueType::Quorum {
-                // Quorum queues dead-letter at-most-once unless told otherwise;
-                // a retry copy lost on expiry would be a lost command.
-                args.insert("x-dead-letter-strategy".into(), long("at-least-once"));
-                args.insert("x-overflow".into(), long("reject-publish"));
+                // A retry copy lost on expiry would be a lost command.
+                at_least_once(&mut args);
             }
-            channel
-                .queue_declare(short(&stage.name), durable_queue, args)
-                .await?;
+            Self::declare_queue(connection, channel, &stage.name, args, declared).await?;
             channel
                 .queue_bind(
                     short(&stage.name),
@@ -194,6 +277,13 @@ impl Topology {
         }
         Ok(())
     }
+}
+
+/// Quorum queues dead-letter at-most-once unless told otherwise (and only
+/// with `reject-publish` overflow, which at-least-once requires).
+fn at_least_once(args: &mut FieldTable) {
+    args.insert("x-dead-letter-strategy".into(), long("at-least-once"));
+    args.insert("x-overflow".into(), long("reject-publish"));
 }
 
 /// An AMQP short string from a name.

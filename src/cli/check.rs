@@ -14,7 +14,7 @@
 //! temporary keys.
 
 use crate::app::CloudAccess;
-use crate::broker::connect::{connect, uri};
+use crate::broker::connect::{Connected, connect_any, uris};
 use crate::broker::topology::Topology;
 use crate::domain::error::ApiError;
 use crate::settings::Settings;
@@ -66,28 +66,38 @@ pub async fn run(settings: &Settings) -> anyhow::Result<bool> {
 
 /// Connects, declares the topology as `run` does, and disconnects.
 async fn broker(settings: &Settings) -> Line {
-    let at = uri(&settings.amqp).map_or_else(
-        |e| e.to_string(),
-        |u| {
-            format!(
-                "{}:{} vhost {:?}",
-                u.authority.host, u.authority.port, u.vhost
-            )
-        },
-    );
+    let nodes: Vec<String> = uris(&settings.amqp)
+        .map(|us| {
+            us.iter()
+                .map(|u| {
+                    format!(
+                        "{}:{} vhost {:?}",
+                        u.authority.host, u.authority.port, u.vhost
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let at = |node: usize| nodes.get(node.wrapping_sub(1)).cloned().unwrap_or_default();
     let subject = "broker".to_owned();
     let limit = Duration::from_millis(settings.amqp.connect_timeout_ms);
     let result = async {
-        let connection = connect(&settings.amqp, "lifecycle-worker-check")
+        let Connected { connection, node } = connect_any(&settings.amqp, "lifecycle-worker-check")
             .await
-            .map_err(|e| format!("cannot connect to {at}: {e}"))?;
-        let declared = async {
-            let channel = connection.create_channel().await?;
-            Topology::from_settings(settings).declare(&channel).await
+            .map_err(|e| format!("cannot connect to {}: {e}", nodes.join(", ")))?;
+        let at = if nodes.len() > 1 {
+            format!("node {node} of {} ({})", nodes.len(), at(node))
+        } else {
+            at(node)
         };
+        let topology = Topology::from_settings(settings);
+        let declared = topology.declare(&connection);
         // A declaration can block on a broker in trouble (a frozen cluster member).
         let outcome = match tokio::time::timeout(limit, declared).await {
-            Ok(Ok(())) => Ok(format!("connected to {at}, topology declared")),
+            Ok(Ok(d)) => Ok(match d.warning() {
+                None => format!("connected to {at}, topology declared"),
+                Some(w) => format!("connected to {at}, topology declared; note: {w}"),
+            }),
             Ok(Err(e)) => Err(format!(
                 "connected to {at}, cannot declare the topology: {e}"
             )),

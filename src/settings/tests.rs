@@ -93,6 +93,8 @@ fn bad_values_name_their_key() {
             .contains("ecs.endpoint")
     );
     assert!(err_text(&[("LIFECYCLE__AMQP__URL", "http://x")]).contains("amqp.url"));
+    assert!(err_text(&[("LIFECYCLE__AMQP__URL", "amqp://a:5672/%2f,b:5672")]).contains("amqp.url"));
+    assert!(err_text(&[("LIFECYCLE__AMQP__HEARTBEAT_S", "-1")]).contains("heartbeat_s"));
     assert!(err_text(&[("LIFECYCLE__AMQP", "x")]).contains("LIFECYCLE__AMQP"));
     assert!(
         err_text(&[("LIFECYCLE__ACCOUNTS__ROLES", "12=acs:ram::13:role/x")])

@@ -500,7 +500,7 @@ impl Worker {
                 }
                 // The channel is gone: nothing more can be published on it, and
                 // the session reconnects; the broker redelivers the command.
-                Err(PublishError::Broker(e)) => {
+                Err(e @ (PublishError::Broker(_) | PublishError::SessionLost)) => {
                     warn!(error = %e, "could not publish the command's outcome: the broker channel failed; it will be redelivered");
                     return;
                 }

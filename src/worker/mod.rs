@@ -2,20 +2,20 @@
 //! and carries commands out, with bounded concurrency, per-target
 //! serialization and a clean shutdown.
 //!
-//! A session has two connections, as RabbitMQ advises: one consumes and
-//! acknowledges, the other publishes (events, retry copies, dead letters,
-//! replies). Flow control the broker applies to a publishing connection then
-//! never holds up deliveries and acks, and the reverse.
+//! A session has two connections (`link`): one consumes and acknowledges,
+//! the other publishes (events, retry copies, dead letters, replies).
 //!
 //! Reconnection is ours, not lapin's: when either connection or a channel
 //! fails, the session ends, readiness turns false, and new connections are
-//! made with backoff, the topology re-declared and consumers restarted.
-//! Deliveries of the dead session that were not acknowledged are redelivered
-//! by the broker.
+//! made, each round over every node of `amqp.url` in a fresh random order,
+//! with jittered backoff between rounds; the topology is re-declared and
+//! consumers restarted. Deliveries of the dead session that were not
+//! acknowledged are redelivered by the broker, and whatever still waits for a
+//! confirm of the dead session stops waiting: unconfirmed is not confirmed.
 
 mod handle;
+mod link;
 
-use crate::broker::connect::{ConnectError, connect};
 use crate::broker::publisher::Publisher;
 use crate::broker::topology::Topology;
 use crate::command::{CommandKind, Policy};
@@ -34,66 +34,16 @@ use futures::StreamExt;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
+use link::{Connections, lost};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 /// Capacity of the shared retry budget (see [`RetryBudget`]).
 const RETRY_BUDGET: u32 = 500;
-
-/// How often a session checks that both its connections are still open.
-const CONNECTION_CHECK: Duration = Duration::from_millis(250);
-
-/// Connection names, as `rabbitmqctl list_connections` shows them.
-const CONSUMING: &str = "lifecycle-worker";
-const PUBLISHING: &str = "lifecycle-worker-publisher";
-
-/// The two connections of one broker session.
-struct Connections {
-    consuming: Connection,
-    publishing: Connection,
-}
-
-/// Longest wait for the broker's answer to a connection close. A connection
-/// whose socket failed may never answer (lapin then waits forever), and the
-/// reconnect loop must not wait with it.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
-
-impl Connections {
-    async fn close(&self, code: u16, reason: &str) {
-        for connection in [&self.consuming, &self.publishing] {
-            if connection.status().connected() {
-                let close = connection.close(code, reason.into());
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
-            }
-        }
-    }
-}
-
-/// Resolves when either connection, or the publishing channel, is no longer
-/// open. Consumers notice a lost consuming connection on their own; this also
-/// covers an idle one, and the publishing side, which nothing else is reading
-/// from: a channel the broker closed (say, a publish to an exchange deleted by
-/// hand) takes no more outcomes, so the session must be replaced.
-async fn lost(connections: &Connections, publishing: &Channel) -> String {
-    loop {
-        tokio::time::sleep(CONNECTION_CHECK).await;
-        for (name, connection) in [
-            (CONSUMING, &connections.consuming),
-            (PUBLISHING, &connections.publishing),
-        ] {
-            if !connection.status().connected() {
-                return format!("the {name} connection closed");
-            }
-        }
-        if !publishing.status().connected() {
-            return "the publishing channel closed".to_owned();
-        }
-    }
-}
 
 /// Everything one processing needs; shared by all tasks.
 pub struct Worker {
@@ -198,8 +148,11 @@ impl Worker {
             ..backoff::ExponentialBackoff::default()
         };
         let mut sessions = 0u64;
+        self.health.set_link(|l| {
+            l.nodes = crate::broker::connect::uris(&self.settings.amqp).map_or(0, |u| u.len())
+        });
         while !shutdown.is_cancelled() {
-            let connections = match self.connect().await {
+            let connections = match Connections::open(&self.settings.amqp).await {
                 Ok(c) => c,
                 Err(e) => {
                     let wait = backoff.next_backoff().unwrap_or(backoff.max_interval);
@@ -214,9 +167,18 @@ impl Worker {
             sessions += 1;
             if sessions > 1 {
                 self.metrics.reconnects.inc();
+                self.health.set_link(|l| l.reconnects = sessions - 1);
             }
             backoff.reset();
-            match self.session(&connections, &tracker).await {
+            info!(
+                consuming_node = connections.consuming_node,
+                publishing_node = connections.publishing_node,
+                "connected to the broker"
+            );
+            Connections::report(Some(&connections), &self.health, &self.metrics);
+            let end = self.session(&connections, &tracker).await;
+            Connections::report(None, &self.health, &self.metrics);
+            match end {
                 SessionEnd::Shutdown => {
                     connections.close(200, "shutdown").await;
                     break;
@@ -242,20 +204,6 @@ impl Worker {
             .set(i64::from(self.health.readiness().ready));
     }
 
-    async fn connect(&self) -> Result<Connections, ConnectError> {
-        let consuming = connect(&self.settings.amqp, CONSUMING).await?;
-        match connect(&self.settings.amqp, PUBLISHING).await {
-            Ok(publishing) => Ok(Connections {
-                consuming,
-                publishing,
-            }),
-            Err(e) => {
-                let _ = consuming.close(320, "reconnecting".into()).await;
-                Err(e)
-            }
-        }
-    }
-
     async fn drain(&self, tracker: &TaskTracker) {
         let grace = Duration::from_millis(self.settings.worker.shutdown_grace_ms);
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
@@ -277,10 +225,19 @@ impl Worker {
             Ok(p) => p,
             Err(e) => return SessionEnd::Lost(e.to_string()),
         };
-        if let Err(e) = self.topology.declare(publisher.channel()).await {
-            error!(error = %e, "could not declare the topology");
-            return SessionEnd::Lost(format!("topology: {e}"));
+        match self.topology.declare(&connections.publishing).await {
+            Ok(declared) => {
+                if let Some(w) = declared.warning() {
+                    warn!("{w}");
+                }
+            }
+            Err(e) => {
+                error!(error = %e, "could not declare the topology");
+                return SessionEnd::Lost(format!("topology: {e}"));
+            }
         }
+        let (blocked, _following) =
+            link::follow_blocking(&connections.publishing, self.health.clone());
         let mut consumers = Vec::new();
         for kind in [CommandKind::Decommission, CommandKind::LeakAlert] {
             match self.consume(&connections.consuming, kind).await {
@@ -302,10 +259,17 @@ impl Worker {
             let publisher = publisher.clone();
             let session = session.clone();
             let tracker = tracker.clone();
+            let blocked = blocked.clone();
             loops.spawn(async move {
-                worker
-                    .consume_loop(kind, channel, consumer, publisher, session, tracker)
-                    .await
+                let lane = Lane {
+                    kind,
+                    channel,
+                    publisher,
+                    session,
+                    tracker,
+                    blocked,
+                };
+                worker.consume_loop(lane, consumer).await
             });
         }
         let end = tokio::select! {
@@ -334,7 +298,11 @@ impl Worker {
                 }
                 SessionEnd::Shutdown
             }
-            Some(why) => SessionEnd::Lost(why),
+            Some(why) => {
+                // Tasks still waiting for confirms of this session stop waiting.
+                publisher.session_lost();
+                SessionEnd::Lost(why)
+            }
         }
     }
 
@@ -350,7 +318,16 @@ impl Worker {
                 BasicQosOptions { global: false },
             )
             .await?;
-        let consumer = channel
+        let consumer = self.start_consumer(&channel, kind).await?;
+        Ok((kind, channel, consumer))
+    }
+
+    async fn start_consumer(
+        &self,
+        channel: &Channel,
+        kind: CommandKind,
+    ) -> Result<lapin::Consumer, lapin::Error> {
+        channel
             .basic_consume(
                 self.topology.queue(kind).into(),
                 format!(
@@ -362,8 +339,7 @@ impl Worker {
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
-            .await?;
-        Ok((kind, channel, consumer))
+            .await
     }
 
     /// The concurrency slots of a kind's commands (its lane's own pool).
@@ -386,53 +362,87 @@ impl Worker {
     /// Returns `Err(reason)` when the broker is lost, `Ok` when cancelled.
     async fn consume_loop(
         self: Arc<Self>,
-        kind: CommandKind,
-        channel: Channel,
+        mut lane: Lane,
         mut consumer: lapin::Consumer,
-        publisher: Publisher,
-        session: CancellationToken,
-        tracker: TaskTracker,
     ) -> Result<(), String> {
+        let kind = lane.kind;
         loop {
             // Wait for a delivery first, then for a permit: an idle queue must not
             // hold a permit the other queue's commands need. A delivery waiting for
             // a permit is bounded by the prefetch and requeued if the session ends.
             let next = tokio::select! {
-                () = session.cancelled() => break,
+                () = lane.session.cancelled() => break,
                 next = consumer.next() => next,
             };
             let delivery = match next {
                 Some(Ok(d)) => d,
                 Some(Err(e)) => return Err(e.to_string()),
-                None => return Err("the broker cancelled the consumer".to_owned()),
+                // A broker-initiated basic.cancel (the queue deleted, a replica
+                // gone) ends lapin's stream as a normal end would. Consume again on
+                // the same channel; if the queue is gone for good the channel
+                // fails and the next session declares it again.
+                None => {
+                    warn!(
+                        queue = self.topology.queue(kind),
+                        "the broker cancelled the consumer; consuming again"
+                    );
+                    consumer = self
+                        .start_consumer(&lane.channel, kind)
+                        .await
+                        .map_err(|e| format!("cannot consume again after a broker cancel: {e}"))?;
+                    continue;
+                }
             };
+            // While the broker blocks publishing (a resource alarm), no command
+            // starts: its outcome could not be published, and the API calls
+            // would be made for nothing. The delivery waits here unstarted.
+            let unblocked = tokio::select! {
+                () = lane.session.cancelled() => false,
+                r = lane.blocked.wait_for(Option::is_none) => r.is_ok(),
+            };
+            if !unblocked {
+                break;
+            }
             // Held from receipt (waiting for a permit included) to settlement.
             let held = (kind == CommandKind::LeakAlert).then(|| self.metrics.hold_leak_alert());
             let permit = tokio::select! {
-                () = session.cancelled() => break,
+                () = lane.session.cancelled() => break,
                 p = Arc::clone(self.pool(kind)).acquire_owned() => match p {
                     Ok(p) => p,
                     Err(_) => break,
                 },
             };
             let worker = Arc::clone(&self);
-            let publisher = publisher.clone();
+            let publisher = lane.publisher.clone();
             let task = async move {
                 let _held = held;
                 worker
                     .handle(delivery, kind, publisher, Slot::held(permit))
                     .await;
             };
-            tracker.spawn(task);
+            lane.tracker.spawn(task);
         }
         // Stop the broker from sending more; unstarted prefetched deliveries
         // are requeued when the channel closes.
         let tag = consumer.tag();
-        let _ = channel
+        let _ = lane
+            .channel
             .basic_cancel(tag, BasicCancelOptions::default())
             .await;
         Ok(())
     }
+}
+
+/// What one consumer loop works with: its queue's kind and channel, the
+/// session's publisher and signals, and the tracker of in-flight commands.
+struct Lane {
+    kind: CommandKind,
+    channel: Channel,
+    publisher: Publisher,
+    session: CancellationToken,
+    tracker: TaskTracker,
+    /// The broker's reason while it blocks publishing.
+    blocked: watch::Receiver<Option<String>>,
 }
 
 use crate::command;

@@ -110,6 +110,16 @@ async fn topology_is_declared_as_the_contract_says_and_redeclared_idempotently()
             Some("lifecycle.dead-letter"),
             "{name} safety net: {args:?}"
         );
+        // RabbitMQ 4's defaults said out loud, and dead-lettering that cannot lose.
+        assert_eq!(args.get("x-delivery-limit").map(String::as_str), Some("20"));
+        assert_eq!(
+            args.get("x-dead-letter-strategy").map(String::as_str),
+            Some("at-least-once")
+        );
+        assert_eq!(
+            args.get("x-overflow").map(String::as_str),
+            Some("reject-publish")
+        );
     }
     assert_queue(&q, "lifecycle.dead-letter", "quorum");
     assert!(has_binding(
@@ -491,4 +501,101 @@ async fn configuration_errors_exit_2_naming_the_key_and_never_get_ready() {
         queues.iter().all(|r| !r[0].starts_with("lifecycle.")),
         "{queues:#?}"
     );
+}
+
+/// A command the broker hands out more than the delivery limit (a command
+/// that crashes every worker taking it) lands in the dead-letter queue: the
+/// broker dead-letters it on its own, and it is not dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_past_the_delivery_limit_lands_in_the_dead_letter_queue() {
+    use lapin::options::{BasicGetOptions, BasicNackOptions};
+    let env = Env::new(seed_instances(1)).await;
+    // The worker declares the topology, then leaves the queue to the test.
+    env.start_worker(&[]).await.stop(T).await;
+    let id = new_id("poison");
+    env.send_json("decommission", &decommission(&id, &inst(0)))
+        .await;
+    let requeue = BasicNackOptions {
+        requeue: true,
+        ..BasicNackOptions::default()
+    };
+    let mut deliveries = 0;
+    while let Some(m) = env
+        .chan
+        .basic_get("lifecycle.decommission".into(), BasicGetOptions::default())
+        .await
+        .expect("get")
+    {
+        deliveries += 1;
+        m.delivery.acker.nack(requeue).await.expect("nack");
+        assert!(deliveries <= 30, "the delivery limit is enforced");
+    }
+    assert_eq!(deliveries, 21, "delivered the limit (20) and once more");
+    let dead = until("the command is dead-lettered", T, || async {
+        let d = env.drain_queue("lifecycle.dead-letter").await;
+        (!d.is_empty()).then_some(d)
+    })
+    .await;
+    let body: Value = serde_json::from_slice(&dead[0].data).expect("json");
+    assert_eq!(body["command_id"], json!(id));
+}
+
+/// Queues that exist with other arguments (an older version, or declared by
+/// hand) cannot be redeclared with new ones: the worker uses them as they
+/// are, and `check` says so, instead of never getting ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_queues_declared_before_with_other_arguments_are_used_as_they_are() {
+    use lapin::options::QueueDeclareOptions;
+    use lapin::types::{AMQPValue, FieldTable};
+    let env = Env::new(seed_instances(1)).await;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    env.chan
+        .queue_declare("lifecycle.decommission".into(), durable, args)
+        .await
+        .expect("declared the old way");
+    let _w = env.start_worker(&[]).await;
+    decommission_succeeds(&env, &inst(0)).await;
+    let (code, out, _) = env
+        .run_cli_with(
+            &["check"],
+            &[("LIFECYCLE__SECURITY__ALLOWED_REGIONS", REGION)],
+        )
+        .await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("lifecycle.decommission already exist with other arguments"),
+        "{out}"
+    );
+}
+
+/// A consumer the broker cancels (its queue deleted and declared again) is
+/// consumed again: commands published afterwards are carried out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_the_broker_cancels_is_consumed_again() {
+    use lapin::options::QueueDeleteOptions;
+    let env = Env::new(seed_instances(1)).await;
+    let _w = env.start_worker(&[]).await;
+    env.chan
+        .queue_delete(
+            "lifecycle.decommission".into(),
+            QueueDeleteOptions::default(),
+        )
+        .await
+        .expect("deleted");
+    until("the queue is back with a consumer", T, || async {
+        let rows = env.list("queues", &["name", "consumers"]).await;
+        rows.iter()
+            .any(|r| r[0] == "lifecycle.decommission" && r[1] == "1")
+            .then_some(())
+    })
+    .await;
+    decommission_succeeds(&env, &inst(0)).await;
 }

@@ -95,6 +95,15 @@ enum Run {
 }
 
 impl Worker {
+    /// A worker process the caller started (killed on drop; its log in
+    /// `stderr_path`).
+    pub fn from_process(child: Child, stderr_path: PathBuf, http_port: u16) -> Worker {
+        Worker {
+            http_port,
+            run: Run::Process { child, stderr_path },
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child_ref().id()
     }

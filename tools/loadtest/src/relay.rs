@@ -39,11 +39,11 @@ pub async fn relay(args: RelayArgs) {
         .expect("relay publisher connects");
     let settings =
         Settings::load(&[], [("LIFECYCLE__AMQP__URL".to_owned(), url.clone())]).expect("settings");
-    let pubchan = publishing.create_channel().await.expect("channel");
     Topology::from_settings(&settings)
-        .declare(&pubchan)
+        .declare(&publishing)
         .await
         .expect("topology");
+    let pubchan = publishing.create_channel().await.expect("channel");
     pubchan
         .confirm_select(ConfirmSelectOptions::default())
         .await

@@ -213,9 +213,8 @@ impl Bench {
             let port = lifecycle_testkit::free_port();
             let env = worker_env(&rig.url, &rig.endpoint, cfg.concurrency, cfg.prefetch, port);
             let settings = Settings::load(&[], env).expect("settings");
-            let chan = rig.conn.create_channel().await.expect("channel");
             Topology::from_settings(&settings)
-                .declare(&chan)
+                .declare(&rig.conn)
                 .await
                 .expect("topology");
             if let Err(e) = publish(&publishing, &shared, 0..cfg.n, None).await {

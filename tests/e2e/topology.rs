@@ -387,10 +387,12 @@ async fn one_instance_named_four_ways_is_one_target() {
     let _w = env
         .start_worker(&[("LIFECYCLE__WORKER__CONCURRENCY", "8")])
         .await;
-    env.set_faults(json!({ "latency_ms": LATENCY_MS })).await;
+    // The three lookups are held until all three are asked, then answered
+    // (after the latency) before the fourth command is even published: each
+    // finds the host, whatever the machine's load.
+    env.set_faults(json!({ "latency_ms": LATENCY_MS, "hold": true }))
+        .await;
     let id = inst(0);
-    // The instance id last: the three that must resolve first all find the
-    // host (their lookups are answered before any deregistration is).
     let selectors = [
         json!({"hostname": format!("{id}.example.internal")}),
         json!({"machine_id": format!("m{}", id.trim_start_matches("mi-"))}),
@@ -399,6 +401,23 @@ async fn one_instance_named_four_ways_is_one_target() {
     ];
     let mut ids = Vec::new();
     for (i, selector) in selectors.iter().enumerate() {
+        if i == 3 {
+            until("the three lookups are asked", T, || async {
+                (env.sim_in_flight().await == 3).then_some(())
+            })
+            .await;
+            env.set_faults(json!({ "latency_ms": LATENCY_MS })).await;
+            until("the three lookups are answered", T, || async {
+                let answered = env
+                    .requests()
+                    .await
+                    .iter()
+                    .filter(|r| r["action"] == "DescribeManagedInstances")
+                    .count();
+                (answered == 3).then_some(())
+            })
+            .await;
+        }
         let cid = new_id(&format!("named{i}"));
         let mut body = json!({"command_id": cid, "region_id": REGION});
         for (k, v) in selector.as_object().into_iter().flatten() {

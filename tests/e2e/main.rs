@@ -7,9 +7,10 @@
 //! subject (signals, SIGKILL, exit codes, logs on stderr, the CLI), where
 //! [`support::Env::start_process`] runs the binary.
 //!
-//! Only two tests live elsewhere, because they need a process of their own:
-//! `tests/otel_trace.rs` installs the global tracing subscriber, and
-//! `tests/cluster.rs` needs a three-node cluster (run by `tests/cluster/run.sh`).
+//! One test lives elsewhere, because it needs a process of its own:
+//! `tests/otel_trace.rs` installs the global tracing subscriber. The cluster
+//! scenarios (`cluster`) are here but `#[ignore]`d: they need the three-node
+//! cluster `tests/cluster/run.sh` starts, and run as CI's own step.
 
 mod corpus;
 mod support;
@@ -38,4 +39,5 @@ mod worker_e2e;
 // The CLI and the deployment files.
 mod bulk_send;
 mod check;
+mod cluster;
 mod deploy;

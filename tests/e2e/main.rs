@@ -31,6 +31,7 @@ mod credential_chain;
 mod event_schemas;
 mod hostile_live;
 mod metrics;
+mod publisher;
 mod secret_hygiene;
 mod signed_commands;
 mod topology;

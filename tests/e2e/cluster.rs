@@ -270,6 +270,17 @@ impl Scenario {
         .duration_since(fault)
     }
 
+    /// Publishes the backlog, kills `victim` (kill -9) a quarter of the way
+    /// through, and judges the outcome.
+    async fn kill_mid_flow(&mut self, victim: usize) {
+        self.publish_decommissions().await;
+        self.until_flowing().await;
+        let fault = Instant::now();
+        cluster_async(&["kill", &victim.to_string()]).await;
+        let recovery = self.recovery_since(fault).await;
+        self.judge(recovery).await;
+    }
+
     /// The judgement every scenario ends with.
     async fn judge(&mut self, recovery: Duration) {
         let total = COMMANDS + 1;
@@ -437,11 +448,7 @@ async fn kill_the_node_the_worker_consumes_from() {
     s.start_worker().await;
     let victim = s.consuming_node(0).await;
     s.watch_from(other_than(victim)).await;
-    s.publish_decommissions().await;
-    s.until_flowing().await;
-    let fault = Instant::now();
-    cluster_async(&["kill", &victim.to_string()]).await;
-    let recovery = s.recovery_since(fault).await;
+    s.kill_mid_flow(victim).await;
     let link = s.link(0).await;
     assert_ne!(
         link["consuming_node"],
@@ -449,7 +456,6 @@ async fn kill_the_node_the_worker_consumes_from() {
         "moved off the dead node: {link}"
     );
     assert!(link["reconnects"].as_u64() >= Some(1), "{link}");
-    s.judge(recovery).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -462,12 +468,7 @@ async fn kill_the_node_holding_the_command_queue_leader() {
         .parse()
         .expect("leader index");
     s.watch_from(other_than(leader)).await;
-    s.publish_decommissions().await;
-    s.until_flowing().await;
-    let fault = Instant::now();
-    cluster_async(&["kill", &leader.to_string()]).await;
-    let recovery = s.recovery_since(fault).await;
-    s.judge(recovery).await;
+    s.kill_mid_flow(leader).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -523,12 +524,7 @@ async fn two_workers_on_different_nodes_while_one_node_dies() {
     );
     let spared = 6 - first - second;
     s.watch_from(spared).await;
-    s.publish_decommissions().await;
-    s.until_flowing().await;
-    let fault = Instant::now();
-    cluster_async(&["kill", &first.to_string()]).await;
-    let recovery = s.recovery_since(fault).await;
-    s.judge(recovery).await;
+    s.kill_mid_flow(first).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -89,21 +89,7 @@ async fn an_unconfirmed_publish_of_a_lost_session_is_not_a_confirm() {
     until(
         "the broker stores the message",
         Duration::from_secs(10),
-        || async {
-            let q = env
-                .chan
-                .queue_declare(
-                    queue.into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..QueueDeclareOptions::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .ok()?;
-            (q.message_count() == 1).then_some(())
-        },
+        || async { (env.queue_len(queue).await == 1).then_some(()) },
     )
     .await;
     assert!(

@@ -39,8 +39,14 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 /// First pause before publishing a refused settlement again.
 const REPUBLISH_INITIAL: Duration = Duration::from_millis(500);
-/// Longest pause between attempts to publish a refused settlement.
-const REPUBLISH_MAX: Duration = Duration::from_secs(30);
+/// Longest pause between attempts to publish a refused settlement. Short:
+/// the usual refusal is a quorum queue without a leader for the seconds of an
+/// election after a node died, and a leak-alert's `activation.disabled` must
+/// go out as soon as the broker takes it again (with 30 s, and the backoff's
+/// jitter, it waited up to 45 s after the cluster had recovered). A refusal
+/// that lasts (a full queue that rejects publishes) costs one publish per held
+/// command every few seconds.
+const REPUBLISH_MAX: Duration = Duration::from_secs(5);
 
 impl Worker {
     /// Processes one delivery from the `kind` queue in `slot`, and settles it.

@@ -350,7 +350,10 @@ cmd_heal() {
         if [[ -z "$pid" ]]; then
             cmd_restart "$n"
         elif is_frozen "$pid"; then
-            cmd_thaw "$n"
+            # Left frozen by a failed scenario: a thaw may leave its quorum
+            # members behind for a while; a fresh start is the clean state.
+            cmd_kill "$n"
+            cmd_restart "$n"
         fi
     done
     for n in "${NODES[@]}"; do

@@ -53,6 +53,30 @@ fn cluster(args: &[&str]) -> String {
     stdout.trim().to_owned()
 }
 
+/// `rabbitmqctl args` on the first node that answers (a scenario may have
+/// killed any of them).
+async fn ctl_any(args: &[&str]) -> String {
+    let mut failures = Vec::new();
+    for node in ["1", "2", "3"] {
+        let args: Vec<String> = ["ctl", node]
+            .iter()
+            .chain(args)
+            .map(|a| (*a).to_owned())
+            .collect();
+        let run = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            std::panic::catch_unwind(|| cluster(&args))
+        })
+        .await
+        .expect("join");
+        match run {
+            Ok(out) => return out,
+            Err(_) => failures.push(node),
+        }
+    }
+    panic!("rabbitmqctl {args:?} failed on nodes {failures:?}");
+}
+
 async fn cluster_async(args: &[&str]) -> String {
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     tokio::task::spawn_blocking(move || {
@@ -216,14 +240,32 @@ impl Scenario {
         }
     }
 
-    /// Publishes the leak-alert whose completion measures recovery.
+    /// Publishes the leak-alert whose completion measures recovery, again
+    /// after a `basic.nack` (what a quorum queue answers while it has no
+    /// leader) or a confirm that does not come, as a publisher must.
     async fn publish_probe(&self) {
         let body = serde_json::to_vec(&json!({
             "command_id": "probe", "region_id": REGION, "activation_id": PROBE_ACTIVATION,
         }))
         .expect("json");
-        let confirm = publish(&self.chan, "leak-alert", &body).await;
-        assert!(confirm.await.expect("confirm").is_ack());
+        // A confirm that does not come within seconds (a publish to a leader
+        // on a frozen node) is given up and the probe published again: a
+        // second copy completes too, and only the first completion counts.
+        until(
+            "the probe is confirmed",
+            Duration::from_secs(60),
+            || async {
+                if self.completion_time("probe").is_some() {
+                    return Some(());
+                }
+                let confirm = publish(&self.chan, "leak-alert", &body).await;
+                match tokio::time::timeout(Duration::from_secs(3), confirm).await {
+                    Ok(Ok(c)) if c.is_ack() => Some(()),
+                    _ => None,
+                }
+            },
+        )
+        .await;
     }
 
     fn completed(&self) -> BTreeMap<String, Vec<String>> {
@@ -334,9 +376,7 @@ impl Scenario {
                 self.name
             );
         }
-        let dead_letters = cluster_async(&[
-            "ctl",
-            "1",
+        let dead_letters = ctl_any(&[
             "list_queues",
             "-q",
             "-p",
@@ -367,7 +407,15 @@ impl Drop for Scenario {
                 eprintln!("--- worker log ---\n{}", w.kill_and_log());
             }
         }
-        let _ = std::panic::catch_unwind(|| cluster(&["ctl", "1", "delete_vhost", &self.vhost]));
+        // On any live node (the scenario may have killed one); a node that
+        // is down is healed, and the vhost left over harms nothing.
+        for node in ["1", "2", "3"] {
+            if std::panic::catch_unwind(|| cluster(&["ctl", node, "delete_vhost", &self.vhost]))
+                .is_ok()
+            {
+                break;
+            }
+        }
     }
 }
 

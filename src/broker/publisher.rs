@@ -83,6 +83,9 @@ pub struct Publisher {
     /// may never settle a confirm of a connection that died, and a task
     /// waiting for one would hold its command's lock and slot for good.
     lost: tokio_util::sync::CancellationToken,
+    /// Cancelled when a command's outcome has been refused for so long that
+    /// the session should be replaced (see [`Publisher::give_up_session`]).
+    stale: tokio_util::sync::CancellationToken,
 }
 
 impl Publisher {
@@ -95,6 +98,7 @@ impl Publisher {
         Ok(Self {
             channel,
             lost: tokio_util::sync::CancellationToken::new(),
+            stale: tokio_util::sync::CancellationToken::new(),
         })
     }
 
@@ -102,6 +106,22 @@ impl Publisher {
     /// (the session's connections are gone; their deliveries are redelivered).
     pub fn session_lost(&self) {
         self.lost.cancel();
+    }
+
+    /// Asks for a new session: this one's publishes have been refused for
+    /// long. On RabbitMQ 3.x a channel opened while a quorum queue's leader
+    /// node was going down can be answered `basic.nack` for every message to
+    /// that queue for good, while a channel opened a little later is served
+    /// (seen in the cluster scenarios: one worker's new channel nacked for
+    /// minutes, the other worker's channel on the same node never). New
+    /// connections and channels are the cure; held deliveries are redelivered.
+    pub fn give_up_session(&self) {
+        self.stale.cancel();
+    }
+
+    /// Resolves once [`Publisher::give_up_session`] was called.
+    pub async fn given_up(&self) {
+        self.stale.cancelled().await;
     }
 
     /// The underlying channel (watched for loss; closed in order at shutdown).

@@ -47,6 +47,13 @@ const REPUBLISH_INITIAL: Duration = Duration::from_millis(500);
 /// that lasts (a full queue that rejects publishes) costs one publish per held
 /// command every few seconds.
 const REPUBLISH_MAX: Duration = Duration::from_secs(5);
+/// How long one command's outcome may be refused before the session is
+/// replaced ([`Publisher::give_up_session`]): long enough that a full queue
+/// the operator has to drain does not make sessions churn (each new session
+/// redelivers the held commands, and a quorum queue dead-letters a command
+/// after 20 deliveries: 10 minutes at this pace), short enough that a channel
+/// the broker nacks for good is replaced within a minute.
+pub(crate) const REFUSED_FOR_NEW_SESSION: Duration = Duration::from_secs(30);
 
 impl Worker {
     /// Processes one delivery from the `kind` queue in `slot`, and settles it.
@@ -480,7 +487,7 @@ impl Worker {
             max_elapsed_time: None,
             ..backoff::ExponentialBackoff::default()
         };
-        let mut refused = false;
+        let mut refused: Option<std::time::Instant> = None;
         loop {
             match publisher.publish_all(&plan.messages).await {
                 Ok(published) => {
@@ -493,7 +500,7 @@ impl Worker {
                             "events had no bound queue"
                         );
                     }
-                    if refused {
+                    if refused.is_some() {
                         info!("the command's outcome is published now");
                         self.set_publishing(None);
                     }
@@ -508,12 +515,23 @@ impl Worker {
                 // the session reconnects; the broker redelivers the command.
                 Err(e @ (PublishError::Broker(_) | PublishError::SessionLost)) => {
                     warn!(error = %e, "could not publish the command's outcome: the broker channel failed; it will be redelivered");
+                    if refused.is_some() {
+                        // The next session starts afresh; a refusal there says so again.
+                        self.set_publishing(None);
+                    }
                     return;
                 }
                 Err(e) => {
+                    let since = *refused.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() >= REFUSED_FOR_NEW_SESSION {
+                        // Not acknowledged: the new session's consumer gets it again.
+                        warn!(error = %e, "the broker has refused the command's outcome for too long; replacing the session (the command will be redelivered)");
+                        publisher.give_up_session();
+                        self.set_publishing(None);
+                        return;
+                    }
                     let wait = pause.next_backoff().unwrap_or(REPUBLISH_MAX);
                     warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "the broker refused the command's outcome; publishing it again (its API calls are not repeated)");
-                    refused = true;
                     self.set_publishing(Some(format!("the broker refuses command outcomes: {e}")));
                     let shutdown = self.retrier.shutdown.clone();
                     let waited = tokio::select! {

@@ -279,6 +279,10 @@ impl Worker {
                 _ => "consumer stopped".to_owned(),
             }),
             why = lost(connections, publisher.channel()) => Some(why),
+            () = publisher.given_up() => Some(format!(
+                "the broker refused a command's outcome for {} s; replacing the session",
+                handle::REFUSED_FOR_NEW_SESSION.as_secs()
+            )),
         };
         session.cancel();
         while loops.join_next().await.is_some() {}

@@ -661,6 +661,31 @@ async fn sigterm_during_a_last_stage_backoff_puts_the_command_back_unchanged() {
 async fn a_refused_settlement_is_published_again_without_repeating_api_calls() {
     let env = Env::new(seed_instances(1)).await;
     let w = env.start_process(&[]).await;
+    let blocker = refuse_every_event(&env).await;
+    let id = new_id("refused");
+    env.send_json("decommission", &decommission(&id, &inst(0)))
+        .await;
+    let body = w.wait_readyz(503, T).await;
+    assert!(body.contains("refuses command outcomes"), "{body}");
+    until("three republish attempts", T, || async {
+        (w.stderr().matches("publishing it again").count() >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(
+        dereg_calls(&env.requests().await).len(),
+        1,
+        "the API call is made once, however often its outcome is republished"
+    );
+    unblock(&env, &blocker).await;
+    env.wait_for("completion", T, |e| completed(e, &id, "succeeded"))
+        .await;
+    w.wait_readyz(200, T).await;
+    assert_eq!(dereg_calls(&env.requests().await).len(), 1);
+}
+
+/// A full queue bound to the event exchange, so the broker nacks every
+/// event (`x-overflow: reject-publish`). Returns its name.
+async fn refuse_every_event(env: &Env) -> String {
     let blocker = new_id("full");
     let mut args = FieldTable::default();
     args.insert("x-max-length".into(), AMQPValue::LongLongInt(0));
@@ -686,31 +711,48 @@ async fn a_refused_settlement_is_published_again_without_repeating_api_calls() {
         )
         .await
         .expect("bind");
-    let id = new_id("refused");
-    env.send_json("decommission", &decommission(&id, &inst(0)))
-        .await;
-    let body = w.wait_readyz(503, T).await;
-    assert!(body.contains("refuses command outcomes"), "{body}");
-    until("three republish attempts", T, || async {
-        (w.stderr().matches("publishing it again").count() >= 3).then_some(())
-    })
-    .await;
-    assert_eq!(
-        dereg_calls(&env.requests().await).len(),
-        1,
-        "the API call is made once, however often its outcome is republished"
-    );
+    blocker
+}
+
+async fn unblock(env: &Env, blocker: &str) {
     env.chan
         .queue_delete(
-            blocker.as_str().into(),
+            blocker.into(),
             lapin::options::QueueDeleteOptions::default(),
         )
         .await
         .expect("unblock");
-    env.wait_for("completion", T, |e| completed(e, &id, "succeeded"))
+}
+
+/// An outcome refused for longer than the worker waits on one session (a
+/// channel the broker nacks for good, as RabbitMQ 3.x can after a quorum
+/// leader's node died) makes the worker replace the session; the command is
+/// redelivered to the new one and completes once the broker takes outcomes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_refused_for_long_replaces_the_session() {
+    let env = Env::new(seed_instances(1)).await;
+    let w = env.start_worker(&[]).await;
+    let blocker = refuse_every_event(&env).await;
+    let id = new_id("stale");
+    env.send_json("decommission", &decommission(&id, &inst(0)))
         .await;
+    until("a new session", Duration::from_secs(60), || async {
+        let (_, body) = w.readyz().await?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (v["broker"]["reconnects"].as_u64() >= Some(1)).then_some(())
+    })
+    .await;
+    unblock(&env, &blocker).await;
+    let evs = env
+        .wait_for("completion", T, |e| completed(e, &id, "succeeded"))
+        .await;
+    // Every refused attempt still reached the test's own events queue (the
+    // broker nacks when any bound queue refuses): duplicates, never another
+    // outcome.
+    for outcome in ["failed", "partially_failed"] {
+        assert!(!completed(&evs, &id, outcome), "{evs:#?}");
+    }
     w.wait_readyz(200, T).await;
-    assert_eq!(dereg_calls(&env.requests().await).len(), 1);
 }
 
 /// Dead letters of commands that fail for good (the API forbids the operation).

@@ -22,7 +22,8 @@ for run in $(seq 1 "$runs"); do
 done
 if [ "$runs" -gt 1 ]; then
   echo "medians of $runs runs (ms from the fault to the probe leak-alert's terminal event):"
-  grep '^RECOVERY' "$log" | awk '{ print $2, $3 }' | sort -k1,1 -k2,2n |
+  # A RECOVERY line can share its line with cargo's "test ... " prefix.
+  grep -o 'RECOVERY [a-z-]* [0-9]*' "$log" | awk '{ print $2, $3 }' | sort -k1,1 -k2,2n |
     awk '{ v[$1] = v[$1] " " $2; n[$1]++ }
          END { for (k in v) { split(substr(v[k], 2), a, " "); printf "  %s %d ms (runs:%s)\n", k, a[int((n[k] + 1) / 2)], v[k] } }'
 fi

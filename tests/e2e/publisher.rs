@@ -1,13 +1,15 @@
 //! The publisher's one promise (CONTRACT section 6): only the broker's
 //! `basic.ack` is a confirm. A publish whose session is lost before its
-//! confirm arrives is an error, never a confirm, and never a wait for good.
+//! confirm arrives is an error, never a confirm, and never a wait for good;
+//! and refusals that last end the session instead of holding commands.
 //!
 //! The broker here is real; between it and the publisher sits a valve, a TCP
 //! relay whose broker-to-client direction the test can shut: the broker
 //! stores the message and sends its ack, which the publisher never sees, just
 //! as when a node dies between storing a message and the ack's delivery.
 
-use crate::support::{Env, seed_instances, until};
+use crate::support::{Env, completed, decommission, inst, new_id, seed_instances, until};
+use crate::worker_e2e::{refuse_every_event, unblock};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
@@ -106,4 +108,37 @@ async fn an_unconfirmed_publish_of_a_lost_session_is_not_a_confirm() {
         matches!(outcome, Err(PublishError::SessionLost)),
         "an unconfirmed publish is not a confirm: {outcome:?}"
     );
+}
+
+/// An outcome refused for longer than the worker waits on one session (a
+/// channel the broker nacks for good, as RabbitMQ 3.x can after a quorum
+/// leader's node died) makes the worker replace the session; the command is
+/// redelivered to the new one and completes once the broker takes outcomes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_refused_for_long_replaces_the_session() {
+    let env = Env::new(seed_instances(1)).await;
+    let w = env.start_worker(&[]).await;
+    let blocker = refuse_every_event(&env).await;
+    let id = new_id("stale");
+    env.send_json("decommission", &decommission(&id, &inst(0)))
+        .await;
+    until("a new session", Duration::from_secs(60), || async {
+        let (_, body) = w.readyz().await?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (v["broker"]["reconnects"].as_u64() >= Some(1)).then_some(())
+    })
+    .await;
+    unblock(&env, &blocker).await;
+    let evs = env
+        .wait_for("completion", Duration::from_secs(30), |e| {
+            completed(e, &id, "succeeded")
+        })
+        .await;
+    // Every refused attempt still reached the test's own events queue (the
+    // broker nacks when any bound queue refuses): duplicates, never another
+    // outcome.
+    for outcome in ["failed", "partially_failed"] {
+        assert!(!completed(&evs, &id, outcome), "{evs:#?}");
+    }
+    w.wait_readyz(200, Duration::from_secs(30)).await;
 }

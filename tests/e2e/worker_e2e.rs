@@ -685,7 +685,7 @@ async fn a_refused_settlement_is_published_again_without_repeating_api_calls() {
 
 /// A full queue bound to the event exchange, so the broker nacks every
 /// event (`x-overflow: reject-publish`). Returns its name.
-async fn refuse_every_event(env: &Env) -> String {
+pub(crate) async fn refuse_every_event(env: &Env) -> String {
     let blocker = new_id("full");
     let mut args = FieldTable::default();
     args.insert("x-max-length".into(), AMQPValue::LongLongInt(0));
@@ -714,7 +714,7 @@ async fn refuse_every_event(env: &Env) -> String {
     blocker
 }
 
-async fn unblock(env: &Env, blocker: &str) {
+pub(crate) async fn unblock(env: &Env, blocker: &str) {
     env.chan
         .queue_delete(
             blocker.into(),
@@ -722,37 +722,6 @@ async fn unblock(env: &Env, blocker: &str) {
         )
         .await
         .expect("unblock");
-}
-
-/// An outcome refused for longer than the worker waits on one session (a
-/// channel the broker nacks for good, as RabbitMQ 3.x can after a quorum
-/// leader's node died) makes the worker replace the session; the command is
-/// redelivered to the new one and completes once the broker takes outcomes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_outcome_refused_for_long_replaces_the_session() {
-    let env = Env::new(seed_instances(1)).await;
-    let w = env.start_worker(&[]).await;
-    let blocker = refuse_every_event(&env).await;
-    let id = new_id("stale");
-    env.send_json("decommission", &decommission(&id, &inst(0)))
-        .await;
-    until("a new session", Duration::from_secs(60), || async {
-        let (_, body) = w.readyz().await?;
-        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        (v["broker"]["reconnects"].as_u64() >= Some(1)).then_some(())
-    })
-    .await;
-    unblock(&env, &blocker).await;
-    let evs = env
-        .wait_for("completion", T, |e| completed(e, &id, "succeeded"))
-        .await;
-    // Every refused attempt still reached the test's own events queue (the
-    // broker nacks when any bound queue refuses): duplicates, never another
-    // outcome.
-    for outcome in ["failed", "partially_failed"] {
-        assert!(!completed(&evs, &id, outcome), "{evs:#?}");
-    }
-    w.wait_readyz(200, T).await;
 }
 
 /// Dead letters of commands that fail for good (the API forbids the operation).

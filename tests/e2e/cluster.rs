@@ -345,15 +345,7 @@ impl Scenario {
             .collect();
         assert!(wrong.is_empty(), "{}: not succeeded: {wrong:?}", self.name);
         assert_eq!(completed.len(), total, "{}: one command per id", self.name);
-        let state: Value = self
-            .http
-            .get(format!("{}/_sim/state", self.sim.endpoint()))
-            .send()
-            .await
-            .expect("sim state")
-            .json()
-            .await
-            .expect("json");
+        let state = self.sim_get("/_sim/state").await;
         let deregistrations = state["Deregistrations"]
             .as_object()
             .cloned()
@@ -632,30 +624,29 @@ async fn a_memory_alarm_stops_new_commands_until_it_clears() {
 }
 
 impl Scenario {
-    async fn sim_in_flight(&self) -> u64 {
-        let v: Value = self
-            .http
-            .get(format!("{}/_sim/in-flight", self.sim.endpoint()))
+    /// A GET on the simulator's control API, as JSON.
+    async fn sim_get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.sim.endpoint()))
             .send()
             .await
-            .expect("in-flight")
+            .expect("sim control")
             .json()
             .await
-            .expect("json");
-        v["in_flight"].as_u64().unwrap_or(0)
+            .expect("sim json")
+    }
+
+    async fn sim_in_flight(&self) -> u64 {
+        self.sim_get("/_sim/in-flight").await["in_flight"]
+            .as_u64()
+            .unwrap_or(0)
     }
 
     /// API calls the simulator has answered so far.
     async fn api_calls(&self) -> usize {
-        let v: Value = self
-            .http
-            .get(format!("{}/_sim/requests", self.sim.endpoint()))
-            .send()
+        self.sim_get("/_sim/requests")
             .await
-            .expect("requests")
-            .json()
-            .await
-            .expect("json");
-        v.as_array().map_or(0, Vec::len)
+            .as_array()
+            .map_or(0, Vec::len)
     }
 }
